@@ -1,0 +1,1 @@
+//! route (work in progress).
