@@ -1,1 +1,376 @@
-//! config (work in progress).
+//! Config: the TOML file (`config/syslog-sink.toml` documents every key and its default).
+//!
+//! Unknown keys are errors. [`Config::load`] reads and checks a file; every error names the
+//! key (`listen[0].address`, `output[1] "events".path`, ...) and says why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::classify::{Classifier, Rule};
+use crate::framing::{FramingMode, DEFAULT_MAX_FRAME_BYTES};
+use crate::parse::Format;
+
+/// Smallest accepted `max_frame_bytes`.
+pub const MIN_FRAME_BYTES: usize = 1;
+/// Largest accepted `max_frame_bytes` (16 MiB).
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// At most this many outputs (each output is one bit of a record's routing mask).
+pub const MAX_OUTPUTS: usize = 64;
+
+/// A config error: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[listen]]`: one entry per listening socket.
+    #[serde(default)]
+    pub listen: Vec<ListenConfig>,
+    /// `[[output]]`: where records go.
+    #[serde(default)]
+    pub output: Vec<OutputConfig>,
+    /// `[classify]`: extra classification rules.
+    #[serde(default)]
+    pub classify: ClassifyConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Seconds between the one-line summaries on stderr; 0 turns them off.
+    pub summary_interval_secs: u64,
+    /// After SIGINT/SIGTERM, how long to wait for connections to drain and outputs to flush.
+    pub shutdown_grace_secs: u64,
+    /// Log filter (`info`, `debug`, `syslog_sink::server=debug,info`); `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            summary_interval_secs: 10,
+            shutdown_grace_secs: 30,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// What a listener does when `max_connections` are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtLimit {
+    /// Accept and close the new connection at once, with a log line.
+    #[default]
+    Refuse,
+    /// Stop accepting until a connection closes (new ones wait in the kernel's backlog).
+    Wait,
+}
+
+/// `[[listen]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// `ip:port` to listen on (TCP).
+    pub address: String,
+    /// `auto` (per frame), `octet` or `lf`.
+    #[serde(default)]
+    pub framing: FramingMode,
+    /// `auto` (RFC 5424 as senders write it, else RFC 3164), `rfc5424` (strict) or `rfc3164`.
+    #[serde(default)]
+    pub format: Format,
+    /// Largest SYSLOG-MSG accepted; longer ones are delivered truncated.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Most connections open at once on this listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `refuse` or `wait` when `max_connections` are open.
+    #[serde(default)]
+    pub at_connection_limit: AtLimit,
+    /// Close a connection that sent nothing for this many seconds; 0 = never.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Bytes asked of the socket per read.
+    #[serde(default = "default_read_buffer_bytes")]
+    pub read_buffer_bytes: usize,
+}
+
+fn default_max_frame_bytes() -> usize {
+    DEFAULT_MAX_FRAME_BYTES
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_timeout_secs() -> u64 {
+    600
+}
+fn default_read_buffer_bytes() -> usize {
+    128 * 1024
+}
+
+impl ListenConfig {
+    /// The checked socket address.
+    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.address.parse().map_err(|e| {
+            ConfigError(format!(
+                "invalid socket address {:?} ({e}); expected ip:port, e.g. \"0.0.0.0:1514\"",
+                self.address
+            ))
+        })
+    }
+
+    /// `idle_timeout_secs` as a duration, `None` for never.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+}
+
+/// Output types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputType {
+    /// JSON lines appended to a file.
+    File,
+    /// JSON lines on standard output.
+    Stdout,
+}
+
+impl OutputType {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputType::File => "file",
+            OutputType::Stdout => "stdout",
+        }
+    }
+}
+
+/// `[[output]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// `file` or `stdout`.
+    #[serde(rename = "type")]
+    pub kind: OutputType,
+    /// `file`: the JSON-lines file (appended to; parent folders are created).
+    pub path: Option<PathBuf>,
+    /// Flush buffered records at least this often (milliseconds).
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Batches waiting for this output before the listeners stop reading (backpressure).
+    #[serde(default = "default_queue_batches")]
+    pub queue_batches: usize,
+    /// Which records this output gets; all when absent.
+    pub filter: Option<FilterConfig>,
+}
+
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_queue_batches() -> usize {
+    64
+}
+
+impl OutputConfig {
+    /// `flush_interval_ms` as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+}
+
+/// `filter = { ... }` of an output: a record passes when it passes every key given.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Event categories (`err_image_pull`, `back_off`, ...); only events pass.
+    pub category: Option<Vec<String>>,
+    /// Record kinds: `event`, `pod_log`, `other` (any non-Kubernetes record).
+    pub kind: Option<Vec<String>>,
+    /// APP-NAME prefixes (`k8s.event`, `pod.log/kube-system/`).
+    pub app_name_prefix: Option<Vec<String>>,
+    /// Severity at most this (0 emergency .. 7 debug).
+    pub max_severity: Option<u8>,
+}
+
+/// `[classify]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyConfig {
+    /// `[[classify.rule]]`: tried before the built-in rules.
+    #[serde(default)]
+    pub rule: Vec<Rule>,
+}
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks config text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The classifier with this config's rules.
+    pub fn classifier(&self) -> Result<Classifier, ConfigError> {
+        Classifier::with_rules(&self.classify.rule)
+            .map_err(|e| ConfigError(format!("classify.rule: {e}")))
+    }
+
+    /// Checks what serde cannot: addresses, ranges, names, filters, rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.listen.is_empty() {
+            return err(
+                "listen".into(),
+                "no [[listen]] section: at least one listener is needed".into(),
+            );
+        }
+        if self.output.is_empty() {
+            return err(
+                "output".into(),
+                "no [[output]] section: at least one output is needed".into(),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
+            return err(
+                "server.log_level".into(),
+                format!("{:?} is not a log filter ({e})", self.server.log_level),
+            );
+        }
+        let mut addrs = Vec::new();
+        for (i, l) in self.listen.iter().enumerate() {
+            let key = |k: &str| format!("listen[{i}].{k}");
+            let addr = l
+                .socket_addr()
+                .map_err(|e| ConfigError(format!("{}: {e}", key("address"))))?;
+            if addrs.contains(&addr) {
+                return err(
+                    key("address"),
+                    format!("{addr} is used by an earlier listener"),
+                );
+            }
+            addrs.push(addr);
+            if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&l.max_frame_bytes) {
+                return err(
+                    key("max_frame_bytes"),
+                    format!(
+                        "{} is out of range {MIN_FRAME_BYTES}..={MAX_FRAME_BYTES}",
+                        l.max_frame_bytes
+                    ),
+                );
+            }
+            if l.max_connections == 0 || l.max_connections > 1_000_000 {
+                return err(
+                    key("max_connections"),
+                    format!("{} is out of range 1..=1000000", l.max_connections),
+                );
+            }
+            if !(4096..=16 << 20).contains(&l.read_buffer_bytes) {
+                return err(
+                    key("read_buffer_bytes"),
+                    format!("{} is out of range 4096..=16777216", l.read_buffer_bytes),
+                );
+            }
+        }
+        if self.output.len() > MAX_OUTPUTS {
+            return err(
+                "output".into(),
+                format!(
+                    "{} outputs, at most {MAX_OUTPUTS} are supported",
+                    self.output.len()
+                ),
+            );
+        }
+        let classifier = self.classifier()?;
+        let mut names: Vec<&str> = Vec::new();
+        for (i, o) in self.output.iter().enumerate() {
+            let key = |k: &str| format!("output[{i}] {:?}.{k}", o.name);
+            if o.name.is_empty() {
+                return err(format!("output[{i}].name"), "must not be empty".into());
+            }
+            if names.contains(&o.name.as_str()) {
+                return err(key("name"), "is used by an earlier output".into());
+            }
+            names.push(&o.name);
+            match (o.kind, &o.path) {
+                (OutputType::File, None) => {
+                    return err(key("path"), "is required for type \"file\"".into())
+                }
+                (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
+                    return err(key("path"), "must not be empty".into())
+                }
+                (OutputType::Stdout, Some(_)) => {
+                    return err(key("path"), "does not apply to type \"stdout\"".into())
+                }
+                _ => {}
+            }
+            if o.flush_interval_ms == 0 || o.flush_interval_ms > 3_600_000 {
+                return err(
+                    key("flush_interval_ms"),
+                    format!("{} is out of range 1..=3600000", o.flush_interval_ms),
+                );
+            }
+            if o.queue_batches == 0 || o.queue_batches > 65_536 {
+                return err(
+                    key("queue_batches"),
+                    format!("{} is out of range 1..=65536", o.queue_batches),
+                );
+            }
+            if let Some(f) = &o.filter {
+                for c in f.category.iter().flatten() {
+                    if !classifier.categories().iter().any(|k| k == c) {
+                        return err(
+                            key("filter.category"),
+                            format!(
+                                "unknown category {c:?}; known: {}",
+                                classifier.categories().join(", ")
+                            ),
+                        );
+                    }
+                }
+                for k in f.kind.iter().flatten() {
+                    if !["event", "pod_log", "other"].contains(&k.as_str()) {
+                        return err(
+                            key("filter.kind"),
+                            format!("unknown kind {k:?}; known: event, pod_log, other"),
+                        );
+                    }
+                }
+                if let Some(s) = f.max_severity {
+                    if s > 7 {
+                        return err(
+                            key("filter.max_severity"),
+                            format!("{s} is out of range 0..=7"),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,457 @@
-//! record (work in progress).
+//! Record: turns one [`Frame`] into one JSON object (one line), the product's contract with SIEMs.
+//!
+//! Keys, in this order: `received_at`, `peer`, `facility`, `severity`, `version`, `timestamp`,
+//! `hostname`, `app_name`, `procid`, `msgid`, `structured_data`, `message`, `message_base64`
+//! (only when MSG is not UTF-8), `k8s` (only for Kubernetes records), then, when they apply,
+//! `parse_error` + `raw` (+ `raw_base64`), `framing_error` + `raw`, `truncated` + `truncation` +
+//! `declared_length`. The README documents each key.
+//!
+//! The encoder parses, classifies and writes straight into the batch's output buffer: nothing
+//! per message is allocated on the happy path.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::classify::{Category, Classifier, K8sInfo, K8sKind};
+use crate::framing::{Frame, FrameKind};
+use crate::metrics::BatchCounts;
+use crate::parse::{self, Format, Message, StructuredData};
+
+/// What is the same for every record of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordContext<'a> {
+    /// Server time the batch was read, RFC 3339 UTC (see [`now_rfc3339`]).
+    pub received_at: &'a str,
+    /// `ip:port` of the sender; `None` offline.
+    pub peer: Option<&'a str>,
+}
+
+/// What the router filters on, for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts<'a> {
+    /// Kubernetes kind, `None` for other records.
+    pub kind: Option<K8sKind>,
+    /// Event category.
+    pub category: Option<Category>,
+    /// Severity, `None` when the frame did not parse.
+    pub severity: Option<u8>,
+    /// APP-NAME.
+    pub app_name: Option<&'a str>,
+}
+
+/// The current time as the record writes it (`2026-11-26T10:50:29.123456Z`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Writes one JSON line per frame.
+#[derive(Debug, Clone)]
+pub struct Encoder<'c> {
+    format: Format,
+    classifier: &'c Classifier,
+}
+
+impl<'c> Encoder<'c> {
+    /// An encoder that parses with `format` and classifies with `classifier`.
+    pub fn new(format: Format, classifier: &'c Classifier) -> Self {
+        Encoder { format, classifier }
+    }
+
+    /// Appends the record of `frame`, ending in `\n`, to `out`; counts it in `counts`.
+    pub fn encode<'f>(
+        &self,
+        frame: &'f Frame,
+        ctx: &RecordContext<'_>,
+        out: &mut BytesMut,
+        counts: &mut BatchCounts,
+    ) -> Facts<'f> {
+        counts.records += 1;
+        let mut facts = Facts {
+            kind: None,
+            category: None,
+            severity: None,
+            app_name: None,
+        };
+        out.put_slice(b"{\"received_at\":");
+        write_str(out, ctx.received_at);
+        if let Some(peer) = ctx.peer {
+            out.put_slice(b",\"peer\":");
+            write_str(out, peer);
+        }
+        let data: &'f [u8] = &frame.data;
+        match frame.kind {
+            FrameKind::Error(kind) => {
+                counts.framing_errors += 1;
+                write_null_header(out);
+                out.put_slice(b",\"framing_error\":");
+                write_str(out, kind.code());
+                write_raw(out, data);
+            }
+            FrameKind::Complete | FrameKind::Truncated { .. } => {
+                match parse::parse(data, self.format) {
+                    Ok(msg) => {
+                        facts.severity = Some(msg.severity());
+                        facts.app_name = msg.app_name;
+                        self.write_message(out, &msg, &mut facts, counts);
+                    }
+                    Err(e) => {
+                        counts.parse_errors += 1;
+                        write_null_header(out);
+                        out.put_slice(b",\"parse_error\":");
+                        write_str(out, &e.to_string());
+                        write_raw(out, data);
+                    }
+                }
+                if let FrameKind::Truncated {
+                    reason,
+                    declared_length,
+                } = frame.kind
+                {
+                    counts.truncated += 1;
+                    out.put_slice(b",\"truncated\":true,\"truncation\":");
+                    write_str(out, reason.code());
+                    out.put_slice(b",\"declared_length\":");
+                    match declared_length {
+                        Some(n) => write_u64(out, n),
+                        None => out.put_slice(b"null"),
+                    }
+                }
+            }
+        }
+        out.put_slice(b"}\n");
+        facts
+    }
+
+    fn write_message<'f>(
+        &self,
+        out: &mut BytesMut,
+        m: &Message<'f>,
+        facts: &mut Facts<'f>,
+        counts: &mut BatchCounts,
+    ) {
+        out.put_slice(b",\"facility\":");
+        write_u64(out, u64::from(m.facility()));
+        out.put_slice(b",\"severity\":");
+        write_u64(out, u64::from(m.severity()));
+        out.put_slice(b",\"version\":");
+        match m.version {
+            Some(v) => write_u64(out, u64::from(v)),
+            None => out.put_slice(b"null"),
+        }
+        for (key, value) in [
+            (&b",\"timestamp\":"[..], m.timestamp),
+            (b",\"hostname\":", m.hostname),
+            (b",\"app_name\":", m.app_name),
+            (b",\"procid\":", m.procid),
+            (b",\"msgid\":", m.msgid),
+        ] {
+            out.put_slice(key);
+            write_opt_str(out, value);
+        }
+        out.put_slice(b",\"structured_data\":");
+        match &m.structured_data {
+            Some(sd) => write_sd(out, sd),
+            None => out.put_slice(b"null"),
+        }
+        out.put_slice(b",\"message\":");
+        match m.msg {
+            None => out.put_slice(b"null"),
+            Some(bytes) => {
+                let text = strip_trailing_newline(bytes);
+                match std::str::from_utf8(text) {
+                    Ok(s) => write_str(out, s),
+                    Err(_) => {
+                        write_str(out, &String::from_utf8_lossy(text));
+                        out.put_slice(b",\"message_base64\":");
+                        write_base64(out, text);
+                    }
+                }
+            }
+        }
+        if let Some(k) = self.classifier.classify(m) {
+            facts.kind = Some(k.kind);
+            facts.category = k.category;
+            match k.kind {
+                K8sKind::Event => counts.events += 1,
+                K8sKind::PodLog => counts.pod_logs += 1,
+            }
+            if let Some(c) = k.category {
+                counts.category(c);
+            }
+            self.write_k8s(out, &k);
+        }
+    }
+
+    fn write_k8s(&self, out: &mut BytesMut, k: &K8sInfo<'_>) {
+        out.put_slice(b",\"k8s\":{\"kind\":");
+        write_str(out, k.kind.as_str());
+        out.put_slice(b",\"category\":");
+        write_opt_str(out, k.category.map(|c| self.classifier.name(c)));
+        for (key, value) in [
+            (&b",\"namespace\":"[..], &k.namespace),
+            (b",\"object\":", &k.object),
+            (b",\"container\":", &k.container),
+            (b",\"vm_id\":", &k.vm_id),
+        ] {
+            out.put_slice(key);
+            write_opt_str(out, value.as_deref());
+        }
+        out.put_u8(b'}');
+    }
+}
+
+/// MSG without one trailing LF or CRLF (the PKS sender's line end, counted in MSG-LEN).
+pub fn strip_trailing_newline(msg: &[u8]) -> &[u8] {
+    match msg {
+        [rest @ .., b'\r', b'\n'] => rest,
+        [rest @ .., b'\n'] => rest,
+        _ => msg,
+    }
+}
+
+fn write_null_header(out: &mut BytesMut) {
+    out.put_slice(
+        b",\"facility\":null,\"severity\":null,\"version\":null,\"timestamp\":null,\"hostname\":null,\"app_name\":null,\"procid\":null,\"msgid\":null,\"structured_data\":null,\"message\":null",
+    );
+}
+
+fn write_raw(out: &mut BytesMut, data: &[u8]) {
+    out.put_slice(b",\"raw\":");
+    match std::str::from_utf8(data) {
+        Ok(s) => write_str(out, s),
+        Err(_) => {
+            write_str(out, &String::from_utf8_lossy(data));
+            out.put_slice(b",\"raw_base64\":");
+            write_base64(out, data);
+        }
+    }
+}
+
+/// Structured data as `{"SD-ID": {"PARAM": "value"}}`. A PARAM name that repeats inside one
+/// element becomes an array of its values; an SD-ID that repeats (accepted in `auto` format)
+/// has its params merged into the first one, the same way. Nothing is overwritten.
+fn write_sd(out: &mut BytesMut, sd: &StructuredData<'_>) {
+    out.put_u8(b'{');
+    if has_repeats(sd) {
+        write_sd_grouped(out, sd);
+    } else {
+        for (i, el) in sd.elements().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            write_str(out, el.id);
+            out.put_slice(b":{");
+            for (j, (name, value)) in el.params().enumerate() {
+                if j > 0 {
+                    out.put_u8(b',');
+                }
+                write_str(out, name);
+                out.put_u8(b':');
+                write_chunks(out, value.chunks());
+            }
+            out.put_u8(b'}');
+        }
+    }
+    out.put_u8(b'}');
+}
+
+/// Whether an SD-ID or, inside one element, a PARAM name repeats. Checked on the stack for up to
+/// 32 names; more than that takes the (correct, slower) grouped path.
+fn has_repeats(sd: &StructuredData<'_>) -> bool {
+    const N: usize = 32;
+    let mut ids = [""; N];
+    let mut n_ids = 0;
+    for el in sd.elements() {
+        if n_ids == N || ids[..n_ids].contains(&el.id) {
+            return true;
+        }
+        ids[n_ids] = el.id;
+        n_ids += 1;
+        let mut names = [""; N];
+        let mut n = 0;
+        for (name, _) in el.params() {
+            if n == N || names[..n].contains(&name) {
+                return true;
+            }
+            names[n] = name;
+            n += 1;
+        }
+    }
+    false
+}
+
+fn write_sd_grouped(out: &mut BytesMut, sd: &StructuredData<'_>) {
+    let mut first_el = true;
+    for (i, el) in sd.elements().enumerate() {
+        if sd.elements().take(i).any(|e| e.id == el.id) {
+            continue;
+        }
+        if !first_el {
+            out.put_u8(b',');
+        }
+        first_el = false;
+        write_str(out, el.id);
+        out.put_slice(b":{");
+        let id = el.id;
+        let group = || {
+            sd.elements()
+                .skip(i)
+                .filter(move |e| e.id == id)
+                .flat_map(|e| e.params())
+        };
+        let mut first_param = true;
+        for (j, (name, value)) in group().enumerate() {
+            if group().take(j).any(|(n, _)| n == name) {
+                continue;
+            }
+            if !first_param {
+                out.put_u8(b',');
+            }
+            first_param = false;
+            write_str(out, name);
+            out.put_u8(b':');
+            if group().filter(|(n, _)| *n == name).count() == 1 {
+                write_chunks(out, value.chunks());
+            } else {
+                out.put_u8(b'[');
+                for (k, (_, v)) in group().filter(|(n, _)| *n == name).enumerate() {
+                    if k > 0 {
+                        out.put_u8(b',');
+                    }
+                    write_chunks(out, v.chunks());
+                }
+                out.put_u8(b']');
+            }
+        }
+        out.put_u8(b'}');
+    }
+}
+
+fn write_opt_str(out: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.put_slice(b"null"),
+    }
+}
+
+/// Writes `s` as a JSON string.
+pub fn write_str(out: &mut BytesMut, s: &str) {
+    out.put_u8(b'"');
+    write_escaped(out, s);
+    out.put_u8(b'"');
+}
+
+fn write_chunks<'a>(out: &mut BytesMut, chunks: impl Iterator<Item = &'a str>) {
+    out.put_u8(b'"');
+    for c in chunks {
+        write_escaped(out, c);
+    }
+    out.put_u8(b'"');
+}
+
+/// Bytes that need an escape in a JSON string: controls, `"` and `\`.
+const fn escape_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+}
+static NEEDS_ESCAPE: [bool; 256] = escape_table();
+
+fn write_escaped(out: &mut BytesMut, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[b as usize] {
+            continue;
+        }
+        out.put_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.put_slice(b"\\\""),
+            b'\\' => out.put_slice(b"\\\\"),
+            b'\n' => out.put_slice(b"\\n"),
+            b'\r' => out.put_slice(b"\\r"),
+            b'\t' => out.put_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.put_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
+            }
+        }
+        start = i + 1;
+    }
+    out.put_slice(&bytes[start..]);
+}
+
+fn write_u64(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[i..]);
+}
+
+fn write_base64(out: &mut BytesMut, data: &[u8]) {
+    use base64::Engine;
+    out.put_u8(b'"');
+    let start = out.len();
+    let len = data.len().div_ceil(3) * 4;
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+    out.put_u8(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_json() {
+        let mut out = BytesMut::new();
+        write_str(&mut out, "a\"b\\c\nd\te\u{1}f é");
+        assert_eq!(&out[..], b"\"a\\\"b\\\\c\\nd\\te\\u0001f \xc3\xa9\"");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\te\u{1}f é");
+    }
+
+    #[test]
+    fn numbers_and_base64() {
+        let mut out = BytesMut::new();
+        for n in [0u64, 7, 10, 191, u64::MAX] {
+            out.clear();
+            write_u64(&mut out, n);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), n.to_string());
+        }
+        out.clear();
+        write_base64(&mut out, b"\xff\xfeab");
+        assert_eq!(&out[..], b"\"//5hYg==\"");
+    }
+
+    #[test]
+    fn strips_one_line_end() {
+        assert_eq!(strip_trailing_newline(b"a\r\n"), b"a");
+        assert_eq!(strip_trailing_newline(b"a\n"), b"a");
+        assert_eq!(strip_trailing_newline(b"a\n\n"), b"a\n");
+        assert_eq!(strip_trailing_newline(b"a\r"), b"a\r");
+        assert_eq!(strip_trailing_newline(b""), b"");
+    }
+}

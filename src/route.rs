@@ -1,1 +1,291 @@
-//! route (work in progress).
+//! Route: fan-out of encoded batches to the outputs, each behind its own bounded queue.
+//!
+//! A connection encodes a whole read's worth of frames into one [`Batch`] (one buffer of JSON
+//! lines plus, per line, a bit mask of the outputs whose filter it passed) and hands the same
+//! `Arc<Batch>` to every output that wants any line of it. Sending waits while an output's queue
+//! is full: the connection then stops reading its socket, and TCP pushes back on the sender.
+//! Nothing is dropped.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::classify::{Classifier, K8sKind};
+use crate::config::{ConfigError, FilterConfig};
+use crate::framing::Frame;
+use crate::record::Facts;
+
+/// The records of one read, encoded once for every output.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// JSON lines, each ending in `\n`.
+    pub json: Bytes,
+    /// Per line: where it ends in `json` and which outputs want it (bit i = output i).
+    pub lines: Vec<Line>,
+    /// Outputs that want every line (AND of the masks).
+    pub all: u64,
+    /// Outputs that want at least one line (OR of the masks).
+    pub any: u64,
+    /// The frames the lines were made from, in the same order.
+    pub frames: Vec<Frame>,
+}
+
+/// One line of a [`Batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    /// End offset (exclusive) of the line in [`Batch::json`].
+    pub end: u32,
+    /// Outputs that want it.
+    pub mask: u64,
+}
+
+impl Batch {
+    /// The parts of `json` output `bit` wants, as few contiguous runs as possible, and how many
+    /// lines they hold.
+    pub fn runs(&self, bit: u64) -> impl Iterator<Item = (Bytes, u64)> + '_ {
+        let mut start = 0u32;
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            // Skip lines the output does not want.
+            while i < self.lines.len() && self.lines[i].mask & bit == 0 {
+                start = self.lines[i].end;
+                i += 1;
+            }
+            if i == self.lines.len() {
+                return None;
+            }
+            let run_start = start;
+            let mut n = 0;
+            while i < self.lines.len() && self.lines[i].mask & bit != 0 {
+                start = self.lines[i].end;
+                i += 1;
+                n += 1;
+            }
+            Some((self.json.slice(run_start as usize..start as usize), n))
+        })
+    }
+
+    /// Number of lines output `bit` wants.
+    pub fn count(&self, bit: u64) -> u64 {
+        if self.all & bit != 0 {
+            return self.lines.len() as u64;
+        }
+        self.lines.iter().filter(|l| l.mask & bit != 0).count() as u64
+    }
+}
+
+/// An output's filter, compiled against the classifier's category table.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Allowed categories, as a bit set by category index; `None` = any record.
+    categories: Option<Vec<bool>>,
+    /// Allowed kinds: event, pod_log, other.
+    kinds: Option<[bool; 3]>,
+    /// APP-NAME prefixes.
+    prefixes: Option<Vec<String>>,
+    /// Severity at most.
+    max_severity: Option<u8>,
+}
+
+impl Filter {
+    /// Compiles a config filter.
+    pub fn new(cfg: &FilterConfig, classifier: &Classifier) -> Result<Filter, ConfigError> {
+        let categories = match &cfg.category {
+            None => None,
+            Some(names) => {
+                let mut set = vec![false; classifier.categories().len()];
+                for n in names {
+                    let i = classifier
+                        .categories()
+                        .iter()
+                        .position(|c| c == n)
+                        .ok_or_else(|| ConfigError(format!("unknown category {n:?}")))?;
+                    set[i] = true;
+                }
+                Some(set)
+            }
+        };
+        let kinds = match &cfg.kind {
+            None => None,
+            Some(names) => {
+                let mut set = [false; 3];
+                for n in names {
+                    match n.as_str() {
+                        "event" => set[0] = true,
+                        "pod_log" => set[1] = true,
+                        "other" => set[2] = true,
+                        _ => return Err(ConfigError(format!("unknown kind {n:?}"))),
+                    }
+                }
+                Some(set)
+            }
+        };
+        Ok(Filter {
+            categories,
+            kinds,
+            prefixes: cfg.app_name_prefix.clone(),
+            max_severity: cfg.max_severity,
+        })
+    }
+
+    /// Whether a record with these facts passes.
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        if let Some(set) = &self.categories {
+            match f.category {
+                Some(c) if set.get(c.0 as usize).copied().unwrap_or(false) => {}
+                _ => return false,
+            }
+        }
+        if let Some(set) = &self.kinds {
+            let i = match f.kind {
+                Some(K8sKind::Event) => 0,
+                Some(K8sKind::PodLog) => 1,
+                None => 2,
+            };
+            if !set[i] {
+                return false;
+            }
+        }
+        if let Some(prefixes) = &self.prefixes {
+            match f.app_name {
+                Some(a) if prefixes.iter().any(|p| a.starts_with(p.as_str())) => {}
+                _ => return false,
+            }
+        }
+        if let Some(max) = self.max_severity {
+            match f.severity {
+                Some(s) if s <= max => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The queue into one output.
+#[derive(Debug, Clone)]
+struct Route {
+    filter: Option<Filter>,
+    tx: mpsc::Sender<Arc<Batch>>,
+}
+
+/// Hands batches to the outputs' queues. Cloned into every connection; when the last clone is
+/// dropped, the outputs see their queue closed, flush and stop.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+/// The output side of a route: what an output task reads.
+pub type Receiver = mpsc::Receiver<Arc<Batch>>;
+
+/// An output is gone (its task ended): the batch could not be handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputClosed(pub usize);
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Adds an output with a queue of `capacity` batches; returns the receiving end.
+    pub fn add(&mut self, filter: Option<Filter>, capacity: usize) -> Receiver {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.routes.push(Route { filter, tx });
+        rx
+    }
+
+    /// The outputs a record with these facts goes to.
+    pub fn mask(&self, facts: &Facts<'_>) -> u64 {
+        let mut mask = 0;
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.filter.as_ref().is_none_or(|f| f.matches(facts)) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// Hands `batch` to every output that wants a line of it, waiting while a queue is full.
+    pub async fn send(&self, batch: Batch) -> Result<(), OutputClosed> {
+        let batch = Arc::new(batch);
+        for (i, r) in self.routes.iter().enumerate() {
+            if batch.any & (1 << i) != 0 {
+                r.tx.send(batch.clone())
+                    .await
+                    .map_err(|_| OutputClosed(i))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Batches waiting in each output's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.routes
+            .iter()
+            .map(|r| r.tx.max_capacity() - r.tx.capacity())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(lines: &[(&str, u64)]) -> Batch {
+        let mut json = Vec::new();
+        let mut out = Vec::new();
+        let (mut all, mut any) = (u64::MAX, 0);
+        for (text, mask) in lines {
+            json.extend_from_slice(text.as_bytes());
+            out.push(Line {
+                end: json.len() as u32,
+                mask: *mask,
+            });
+            all &= mask;
+            any |= mask;
+        }
+        Batch {
+            json: Bytes::from(json),
+            lines: out,
+            all,
+            any,
+            frames: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_select_contiguous_lines() {
+        let b = batch(&[("a\n", 0b01), ("b\n", 0b11), ("c\n", 0b10), ("d\n", 0b01)]);
+        let r1: Vec<_> = b.runs(0b01).collect();
+        assert_eq!(
+            r1,
+            vec![(Bytes::from("a\nb\n"), 2), (Bytes::from("d\n"), 1)]
+        );
+        let r2: Vec<_> = b.runs(0b10).collect();
+        assert_eq!(r2, vec![(Bytes::from("b\nc\n"), 2)]);
+        assert_eq!(b.runs(0b100).count(), 0);
+        assert_eq!(b.count(0b01), 3);
+        assert_eq!(b.count(0b10), 2);
+    }
+
+    #[tokio::test]
+    async fn send_waits_when_queue_full_and_skips_unwanted() {
+        let mut router = Router::new();
+        let mut rx0 = router.add(None, 1);
+        let mut rx1 = router.add(None, 1);
+        router.send(batch(&[("a\n", 0b01)])).await.unwrap();
+        // Output 1 wanted nothing: its queue is still empty.
+        assert!(rx1.try_recv().is_err());
+        // Output 0's queue (capacity 1) is full: the next send waits.
+        let r = router.clone();
+        let pending = tokio::spawn(async move { r.send(batch(&[("b\n", 0b01)])).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!pending.is_finished());
+        assert_eq!(&rx0.recv().await.unwrap().json[..], b"a\n");
+        pending.await.unwrap().unwrap();
+        assert_eq!(&rx0.recv().await.unwrap().json[..], b"b\n");
+    }
+}

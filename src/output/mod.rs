@@ -1,1 +1,252 @@
-//! outputs
+//! Outputs: where records go. Each output implements [`Output`] and runs in its own task
+//! ([`run`]), reading batches from its own bounded queue (see [`crate::route`]).
+//!
+//! - [`file::FileOutput`]: JSON lines appended to a file.
+//! - [`stdout::StdoutOutput`]: JSON lines on standard output.
+
+pub mod file;
+pub mod stdout;
+
+use std::future::Future;
+use std::io::{self, IoSlice, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+
+use crate::metrics::Metrics;
+use crate::route::Receiver;
+
+/// A destination for JSON lines.
+///
+/// `write` takes complete lines. When it (or `flush`) fails, the output keeps what it could not
+/// write and writes it on a later successful `flush`: the caller retries `flush`, never `write`.
+pub trait Output: Send + 'static {
+    /// Takes one or more complete JSON lines; may write them at once or buffer them.
+    fn write(&mut self, lines: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes everything taken so far to the destination.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Last call at shutdown, after a successful `flush` (a file syncs to disk here).
+    fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Lines waiting to be written, kept as the batches' own `Bytes` (no copy), written with
+/// vectored writes on a blocking thread. Shared by the file and stdout outputs.
+#[derive(Debug)]
+pub struct Pending<W> {
+    writer: Option<W>,
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// Write to the destination once this many bytes are pending.
+    pub flush_at: usize,
+}
+
+impl<W: Write + Send + 'static> Pending<W> {
+    /// Pending lines for `writer`, written once `flush_at` bytes are pending.
+    pub fn new(writer: W, flush_at: usize) -> Self {
+        Pending {
+            writer: Some(writer),
+            chunks: Vec::new(),
+            bytes: 0,
+            flush_at,
+        }
+    }
+
+    /// Adds lines; writes when over `flush_at`.
+    pub async fn push(&mut self, lines: Bytes) -> io::Result<()> {
+        self.bytes += lines.len();
+        self.chunks.push(lines);
+        if self.bytes >= self.flush_at {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes every pending byte; on error keeps what was not written.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.bytes == 0 {
+            return Ok(());
+        }
+        let Some(mut writer) = self.writer.take() else {
+            return Err(io::Error::other("output writer lost after a failed write"));
+        };
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = write_chunks(&mut writer, &mut chunks).and_then(|()| writer.flush());
+            (writer, chunks, r)
+        })
+        .await;
+        match joined {
+            Ok((writer, chunks, r)) => {
+                self.writer = Some(writer);
+                self.bytes = chunks.iter().map(Bytes::len).sum();
+                self.chunks = chunks;
+                r
+            }
+            Err(e) => Err(io::Error::other(format!(
+                "output writer thread failed: {e}"
+            ))),
+        }
+    }
+
+    /// The writer, for a final sync.
+    pub fn writer(&mut self) -> Option<&mut W> {
+        self.writer.as_mut()
+    }
+}
+
+/// Writes `chunks` with vectored writes, removing what was written (also on error).
+fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut done = 0; // chunks fully written
+    let result = loop {
+        if done == chunks.len() {
+            break Ok(());
+        }
+        let slices: Vec<IoSlice<'_>> = chunks[done..]
+            .iter()
+            .take(256)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        match w.write_vectored(&slices) {
+            Ok(0) => break Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+            Ok(mut n) => {
+                while n > 0 {
+                    let c = &mut chunks[done];
+                    if n >= c.len() {
+                        n -= c.len();
+                        done += 1;
+                    } else {
+                        c.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    chunks.drain(..done);
+    result
+}
+
+/// Runs output number `index` until its queue closes: takes the lines it wants from each batch,
+/// flushes every `flush_every` and at the end. A failing write or flush is retried with backoff
+/// (and logged) while the queue fills up and pushes back on the listeners: nothing is dropped.
+pub async fn run<O: Output>(
+    mut out: O,
+    index: usize,
+    mut rx: Receiver,
+    flush_every: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let bit = 1u64 << index;
+    let Some(m) = metrics.outputs.get(index) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(flush_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                for (run, n) in batch.runs(bit) {
+                    m.records.fetch_add(n, Relaxed);
+                    m.bytes.fetch_add(run.len() as u64, Relaxed);
+                    if let Err(e) = out.write(run).await {
+                        retry_flush(&mut out, &m.name, &m.errors, e).await;
+                    }
+                }
+                dirty = true;
+            }
+            _ = tick.tick(), if dirty => {
+                if let Err(e) = out.flush().await {
+                    retry_flush(&mut out, &m.name, &m.errors, e).await;
+                }
+                dirty = false;
+            }
+        }
+    }
+    if let Err(e) = out.flush().await {
+        retry_flush(&mut out, &m.name, &m.errors, e).await;
+    }
+    if let Err(e) = out.close().await {
+        m.errors.fetch_add(1, Relaxed);
+        tracing::error!(output = %m.name, error = %e, "closing output failed");
+    }
+    tracing::debug!(output = %m.name, "output stopped");
+}
+
+/// Retries `flush` with capped exponential backoff until it succeeds.
+async fn retry_flush<O: Output>(
+    out: &mut O,
+    name: &str,
+    errors: &std::sync::atomic::AtomicU64,
+    first: io::Error,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut err = first;
+    loop {
+        errors.fetch_add(1, Relaxed);
+        tracing::warn!(output = %name, error = %err, retry_in_ms = delay.as_millis() as u64,
+            "output write failed; holding its records and retrying (listeners slow down when its queue is full)");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        match out.flush().await {
+            Ok(()) => {
+                tracing::info!(output = %name, "output recovered");
+                return;
+            }
+            Err(e) => err = e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts at most `limit` bytes per call and fails every other call.
+    struct Flaky {
+        data: Vec<u8>,
+        limit: usize,
+        calls: usize,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::Error::other("flaky"));
+            }
+            let n = buf.len().min(self.limit);
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_chunks_keeps_unwritten_bytes_on_error() {
+        let mut w = Flaky {
+            data: Vec::new(),
+            limit: 3,
+            calls: 0,
+        };
+        let mut chunks = vec![Bytes::from("abcde"), Bytes::from("fg"), Bytes::from("hij")];
+        let mut errors = 0;
+        while !chunks.is_empty() {
+            if write_chunks(&mut w, &mut chunks).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0);
+        assert_eq!(w.data, b"abcdefghij");
+    }
+}
