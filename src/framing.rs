@@ -630,3 +630,501 @@ impl Decoder for FrameDecoder {
 pub fn decode_all(mode: FramingMode, max_frame_bytes: usize, stream: Bytes) -> Vec<Frame> {
     FrameDecoder::new(mode, max_frame_bytes).decode_all(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
+
+    fn truncated(reason: FrameErrorKind, declared_length: Option<u64>) -> FrameKind {
+        FrameKind::Truncated {
+            reason,
+            declared_length,
+        }
+    }
+
+    /// Feeds `input` in chunks of `chunk` bytes, as `Framed` does, then EOF.
+    fn run_chunked(mut dec: FrameDecoder, input: &[u8], chunk: usize) -> Vec<Frame> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+        }
+        while let Some(f) = dec.decode_eof(&mut buf).unwrap() {
+            out.push(f);
+        }
+        assert!(buf.is_empty(), "bytes left after EOF");
+        out
+    }
+
+    /// Decodes whole, and in 1-byte and 7-byte chunks; all must agree and tile the input.
+    fn run_with(dec: impl Fn() -> FrameDecoder, input: &[u8]) -> Vec<Frame> {
+        let whole = dec().decode_all(Bytes::copy_from_slice(input));
+        for chunk in [1, 7] {
+            assert_eq!(
+                run_chunked(dec(), input, chunk),
+                whole,
+                "chunk size {chunk}"
+            );
+        }
+        let mut end = 0;
+        for f in &whole {
+            assert_eq!(
+                f.offset - f.dropped_before,
+                end,
+                "spans not contiguous: {f:?}"
+            );
+            assert!(f.data.len() <= dec().max_frame_bytes());
+            end = f.end_offset();
+        }
+        assert!(end <= input.len() as u64);
+        whole
+    }
+
+    fn run(mode: FramingMode, max: usize, input: &[u8]) -> Vec<Frame> {
+        run_with(|| FrameDecoder::new(mode, max), input)
+    }
+
+    fn summary(frames: &[Frame]) -> Vec<(FrameKind, &[u8])> {
+        frames.iter().map(|f| (f.kind, &f.data[..])).collect()
+    }
+
+    #[test]
+    fn codes() {
+        use FrameErrorKind::*;
+        let all = [
+            (MsgLenNotDigit, "msg_len_not_digit"),
+            (MsgLenZero, "msg_len_zero"),
+            (MsgLenLeadingZero, "msg_len_leading_zero"),
+            (MsgLenMissingSp, "msg_len_missing_sp"),
+            (EofInMsgLen, "eof_in_msg_len"),
+            (EofInFrame, "eof_in_frame"),
+            (FrameTooLong, "frame_too_long"),
+            (EofWithoutTrailer, "eof_without_trailer"),
+        ];
+        for (kind, code) in all {
+            assert_eq!(kind.code(), code);
+        }
+    }
+
+    #[test]
+    fn octet_back_to_back_and_offsets() {
+        let f = run(FramingMode::Octet, MAX, b"5 hello3 abc10 0123456789");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"hello"[..]),
+                (FrameKind::Complete, b"abc"),
+                (FrameKind::Complete, b"0123456789"),
+            ]
+        );
+        assert_eq!(
+            f.iter().map(|f| (f.offset, f.wire_len)).collect::<Vec<_>>(),
+            vec![(0, 7), (7, 5), (12, 13)]
+        );
+    }
+
+    #[test]
+    fn octet_pks_trailing_lf_is_kept() {
+        for mode in [FramingMode::Octet, FramingMode::Auto] {
+            let f = run(mode, MAX, b"6 hello\n6 world\n");
+            assert_eq!(
+                summary(&f),
+                vec![
+                    (FrameKind::Complete, &b"hello\n"[..]),
+                    (FrameKind::Complete, b"world\n")
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn octet_data_is_zero_copy_slice_of_buffer() {
+        let mut dec = FrameDecoder::new(FramingMode::Octet, MAX);
+        let mut buf = BytesMut::from(&b"5 hello"[..]);
+        let base = buf.as_ptr() as usize;
+        let f = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.data.as_ptr() as usize, base + 2);
+        let mut buf = BytesMut::from(&b"hello\r\n"[..]);
+        let base = buf.as_ptr() as usize;
+        let mut dec = FrameDecoder::new(FramingMode::Lf, MAX);
+        let f = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.data.as_ptr() as usize, base);
+        assert_eq!(&f.data[..], b"hello");
+    }
+
+    #[test]
+    fn huge_declared_length_then_eof_does_not_allocate() {
+        let mut dec = FrameDecoder::new(FramingMode::Octet, MAX);
+        let mut buf = BytesMut::from(&b"999999999999 "[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= MAX + 64,
+            "capacity {} after a hostile MSG-LEN",
+            buf.capacity()
+        );
+        let f = dec.decode_eof(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            f.kind,
+            truncated(FrameErrorKind::FrameTooLong, Some(999_999_999_999))
+        );
+        assert!(f.data.is_empty());
+        assert_eq!(f.wire_len, 13);
+        assert!(dec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn huge_declared_length_skips_by_count_without_buffering() {
+        // 1 MiB of body with a 1 KiB limit, fed in 4 KiB reads: the buffer never grows.
+        let max = 1024;
+        let body = 1 << 20;
+        let mut input = format!("{body} ").into_bytes();
+        input.extend_from_slice(&vec![b'x'; body]);
+        input.extend_from_slice(b"5 hello");
+        let mut dec = FrameDecoder::new(FramingMode::Octet, max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(4096) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+            assert!(buf.len() <= max + 32, "buffered {}", buf.len());
+        }
+        assert!(dec.decode_eof(&mut buf).unwrap().is_none());
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].kind,
+            truncated(FrameErrorKind::FrameTooLong, Some(body as u64))
+        );
+        assert_eq!(out[0].data.len(), max);
+        assert_eq!(out[0].wire_len, 8 + body as u64);
+        assert_eq!(
+            (out[1].kind, &out[1].data[..]),
+            (FrameKind::Complete, &b"hello"[..])
+        );
+        assert_eq!(out[1].offset, 8 + body as u64);
+    }
+
+    #[test]
+    fn oversize_then_normal_frame_stays_in_sync() {
+        let f = run(FramingMode::Octet, 4, b"10 0123456789\n3 abc");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (
+                    truncated(FrameErrorKind::FrameTooLong, Some(10)),
+                    &b"0123"[..]
+                ),
+                (FrameKind::Error(FrameErrorKind::MsgLenNotDigit), b"\n"),
+                (FrameKind::Complete, b"abc"),
+            ]
+        );
+        assert_eq!(f[0].wire_len, 13);
+        let f = run(FramingMode::Auto, 4, b"10 0123456789<1>x\n");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (
+                    truncated(FrameErrorKind::FrameTooLong, Some(10)),
+                    &b"0123"[..]
+                ),
+                (FrameKind::Complete, b"<1>x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn hundred_kib_of_digits() {
+        let max = MAX;
+        let mut input = vec![b'7'; 100 * 1024];
+        input.extend_from_slice(b"\n5 hello");
+        let mut dec = FrameDecoder::new(FramingMode::Octet, max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(1000) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+            assert!(buf.capacity() <= 2 * (max + 1000), "cap {}", buf.capacity());
+        }
+        while let Some(f) = dec.decode_eof(&mut buf).unwrap() {
+            out.push(f);
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].kind, FrameKind::Error(FrameErrorKind::FrameTooLong));
+        assert_eq!(out[0].data.len(), max);
+        assert_eq!(out[0].wire_len, 100 * 1024 + 1);
+        assert_eq!(&out[1].data[..], b"hello");
+        // Also in Auto, and a 21-digit run is rejected before the SP arrives.
+        let f = run(FramingMode::Auto, MAX, b"123456789012345678901");
+        assert_eq!(
+            summary(&f),
+            vec![(
+                FrameKind::Error(FrameErrorKind::FrameTooLong),
+                &b"123456789012345678901"[..]
+            )]
+        );
+        // 20 digits over u64::MAX.
+        let f = run(FramingMode::Octet, MAX, b"99999999999999999999 x\n");
+        assert_eq!(f[0].kind, FrameKind::Error(FrameErrorKind::FrameTooLong));
+    }
+
+    #[test]
+    fn bad_headers_resync_after_lf() {
+        use FrameErrorKind::*;
+        let cases: [(&[u8], FrameErrorKind, &[u8]); 6] = [
+            (b"0 abc\n", MsgLenZero, b"0 abc\n"),
+            (b"016 abc\n", MsgLenLeadingZero, b"016 abc\n"),
+            (b"000002 ab\n", MsgLenLeadingZero, b"000002 ab\n"),
+            (b"5\thello\n", MsgLenMissingSp, b"5\thello\n"),
+            (b"0x10 y\n", MsgLenMissingSp, b"0x10 y\n"),
+            (b"x16 <1>\n", MsgLenNotDigit, b"x16 <1>\n"),
+        ];
+        for (bad, kind, data) in cases {
+            let mut input = bad.to_vec();
+            input.extend_from_slice(b"3 abc");
+            let f = run(FramingMode::Octet, MAX, &input);
+            assert_eq!(
+                summary(&f),
+                vec![
+                    (FrameKind::Error(kind), data),
+                    (FrameKind::Complete, b"abc")
+                ],
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_header_without_lf_is_bounded_and_skipped() {
+        let f = run(FramingMode::Octet, 8, b"12xabcdefghijklmnop\n3 abc");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (
+                    FrameKind::Error(FrameErrorKind::MsgLenMissingSp),
+                    &b"12xabcde"[..]
+                ),
+                (FrameKind::Complete, b"abc"),
+            ]
+        );
+        assert_eq!(f[0].wire_len, 20);
+        // No LF at all before EOF: the error is delivered with everything skipped.
+        let f = run(FramingMode::Octet, 8, b"12xabcdefghijklmnop");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].data.len(), 8);
+        assert_eq!(f[0].wire_len, 19);
+        // Short bad bytes at EOF.
+        let f = run(FramingMode::Octet, 8, b"5  hello");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b" hell"[..]),
+                (FrameKind::Error(FrameErrorKind::MsgLenNotDigit), b"o"),
+            ]
+        );
+    }
+
+    #[test]
+    fn eof_cases() {
+        use FrameErrorKind::*;
+        let f = run(FramingMode::Octet, MAX, b"16 <1>1");
+        assert_eq!(
+            summary(&f),
+            vec![(truncated(EofInFrame, Some(16)), &b"<1>1"[..])]
+        );
+        assert_eq!(f[0].wire_len, 7);
+        let f = run(FramingMode::Octet, MAX, b"3 abc12");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"abc"[..]),
+                (FrameKind::Error(EofInMsgLen), b"12")
+            ]
+        );
+        let f = run(FramingMode::Auto, MAX, b"0");
+        assert_eq!(
+            summary(&f),
+            vec![(FrameKind::Error(EofInMsgLen), &b"0"[..])]
+        );
+        let f = run(FramingMode::Lf, MAX, b"a\nbc\r");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"a"[..]),
+                (truncated(EofWithoutTrailer, None), b"bc\r")
+            ]
+        );
+        assert!(run(FramingMode::Auto, MAX, b"").is_empty());
+        // Oversize declared length cut by EOF keeps its FrameTooLong reason.
+        let f = run(FramingMode::Octet, 4, b"8193 AAAAAA");
+        assert_eq!(
+            summary(&f),
+            vec![(truncated(FrameTooLong, Some(8193)), &b"AAAA"[..])]
+        );
+        assert_eq!(f[0].wire_len, 11);
+    }
+
+    #[test]
+    fn split_one_byte_per_call() {
+        let input = b"16 <1>1 - - - - - -<2>1 - - - - - -\r\n27 <3>1 - - - - - - multi\nline";
+        let f = run_chunked(FrameDecoder::new(FramingMode::Auto, MAX), input, 1);
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"<1>1 - - - - - -"[..]),
+                (FrameKind::Complete, b"<2>1 - - - - - -"),
+                (FrameKind::Complete, b"<3>1 - - - - - - multi\nline"),
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_mixed_octet_and_lf() {
+        let f = run(
+            FramingMode::Auto,
+            MAX,
+            b"5 hello<1>lf frame\n3 abc\n\r\nplain\n",
+        );
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"hello"[..]),
+                (FrameKind::Complete, b"<1>lf frame"),
+                (FrameKind::Complete, b"abc"),
+                (FrameKind::Complete, b"plain"),
+            ]
+        );
+        assert_eq!(f[3].dropped_before, 3);
+        assert_eq!(f[3].offset, 27);
+    }
+
+    #[test]
+    fn crlf_and_other_trailers() {
+        let input = b"one\r\ntwo\nthree\r\r\n";
+        let f = run(FramingMode::Lf, MAX, input);
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"one"[..]),
+                (FrameKind::Complete, b"two"),
+                (FrameKind::Complete, b"three\r"),
+            ]
+        );
+        let lf = |t| move || FrameDecoder::new(FramingMode::Lf, MAX).with_trailer(t);
+        let f = run_with(lf(Trailer::Lf), input);
+        assert_eq!(&f[0].data[..], b"one\r");
+        let f = run_with(lf(Trailer::Nul), b"a\nb\0c\0");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"a\nb"[..]),
+                (FrameKind::Complete, b"c")
+            ]
+        );
+        let f = run_with(lf(Trailer::LfOrNul), b"a\nb\0c");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"a"[..]),
+                (FrameKind::Complete, b"b"),
+                (truncated(FrameErrorKind::EofWithoutTrailer, None), b"c"),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_lf_frames_are_dropped_but_accounted() {
+        let input = b"\n\r\n\nabc\n\n";
+        let mut dec = FrameDecoder::new(FramingMode::Lf, MAX);
+        let f = dec.decode_all(Bytes::from_static(input));
+        assert_eq!(summary(&f), vec![(FrameKind::Complete, &b"abc"[..])]);
+        assert_eq!((f[0].offset, f[0].dropped_before, f[0].wire_len), (4, 4, 4));
+        assert_eq!(dec.dropped_pending(), 1);
+        assert_eq!(dec.stream_offset(), input.len() as u64);
+    }
+
+    #[test]
+    fn lf_oversize_is_truncated_then_skipped_to_lf() {
+        let f = run(FramingMode::Lf, 4, b"0123456789\nok\n");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (truncated(FrameErrorKind::FrameTooLong, None), &b"0123"[..]),
+                (FrameKind::Complete, b"ok"),
+            ]
+        );
+        assert_eq!(f[0].wire_len, 11);
+        // Exactly max octets plus CRLF is not oversize; max + 1 is.
+        let f = run(FramingMode::Lf, 4, b"0123\r\n01234\r\n");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"0123"[..]),
+                (truncated(FrameErrorKind::FrameTooLong, None), b"0123"),
+            ]
+        );
+        // No LF ever: bounded buffer, delivered at EOF.
+        let f = run(FramingMode::Lf, 4, b"0123456789");
+        assert_eq!(
+            summary(&f),
+            vec![(truncated(FrameErrorKind::FrameTooLong, None), &b"0123"[..])]
+        );
+        assert_eq!(f[0].wire_len, 10);
+    }
+
+    #[test]
+    fn auto_leading_space_and_nul() {
+        // Cisco ASA: the SP is not a digit, so the frame is LF-terminated and keeps its SP.
+        let f = run(FramingMode::Auto, MAX, b"<1>a\n 5 hello\n");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"<1>a"[..]),
+                (FrameKind::Complete, b" 5 hello"),
+            ]
+        );
+        // NUL padding between frames is dropped in Auto, kept as data in Lf.
+        let f = run(FramingMode::Auto, MAX, b"5 hello\0\05 world\0");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"hello"[..]),
+                (FrameKind::Complete, b"world"),
+            ]
+        );
+        assert_eq!(f[1].dropped_before, 2);
+        let f = run(FramingMode::Lf, MAX, b"\0a\0b\n");
+        assert_eq!(summary(&f), vec![(FrameKind::Complete, &b"\0a\0b"[..])]);
+    }
+
+    #[test]
+    fn partial_lf_frame_is_not_rescanned() {
+        let mut dec = FrameDecoder::new(FramingMode::Lf, MAX);
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(dec.state, State::Line { scanned: 6 }));
+        buf.extend_from_slice(b"gh");
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(dec.state, State::Line { scanned: 8 }));
+        buf.extend_from_slice(b"\n");
+        let f = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&f.data[..], b"abcdefgh");
+    }
+
+    #[test]
+    fn octet_reserves_at_most_the_frame() {
+        let mut dec = FrameDecoder::new(FramingMode::Octet, MAX);
+        let mut buf = BytesMut::from(&b"1000 x"[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= 1005);
+        assert!(buf.capacity() <= MAX);
+    }
+}
