@@ -1092,7 +1092,7 @@ mod tests {
             ]
         );
         // NUL padding between frames is dropped in Auto, kept as data in Lf.
-        let f = run(FramingMode::Auto, MAX, b"5 hello\0\05 world\0");
+        let f = run(FramingMode::Auto, MAX, b"5 hello\0\x005 world\0");
         assert_eq!(
             summary(&f),
             vec![
