@@ -839,6 +839,19 @@ mod tests {
     }
 
     #[test]
+    fn octet_limit_is_inclusive() {
+        let f = run(FramingMode::Octet, 4, b"4 abcd5 abcde");
+        assert_eq!(
+            summary(&f),
+            vec![
+                (FrameKind::Complete, &b"abcd"[..]),
+                (truncated(FrameErrorKind::FrameTooLong, Some(5)), b"abcd"),
+            ]
+        );
+        assert_eq!(f[1].wire_len, 7);
+    }
+
+    #[test]
     fn hundred_kib_of_digits() {
         let max = MAX;
         let mut input = vec![b'7'; 100 * 1024];
