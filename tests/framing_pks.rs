@@ -96,3 +96,46 @@ fn pks_lf_in_lf_mode() {
 fn pks_lf_in_auto_mode() {
     check("pks-sink-2k.lf", FramingMode::Auto, false);
 }
+
+/// Throughput check, ignored by default (meaningless unoptimised). Run with
+/// `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo test --test framing_pks -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn pks_throughput() {
+    for (file, mode) in [
+        ("pks-sink-2k.octet", FramingMode::Octet),
+        ("pks-sink-2k.octet", FramingMode::Auto),
+        ("pks-sink-2k.lf", FramingMode::Lf),
+        ("pks-sink-2k.lf", FramingMode::Auto),
+    ] {
+        let one = sample(file);
+        let reps = (256 << 20) / one.len();
+        let mut big = BytesMut::with_capacity(one.len() * reps);
+        for _ in 0..reps {
+            big.extend_from_slice(&one);
+        }
+        let big = big.freeze();
+        // Like a server: 64 KiB reads into a reused buffer.
+        let start = std::time::Instant::now();
+        let mut dec = FrameDecoder::new(mode, DEFAULT_MAX_FRAME_BYTES);
+        let mut buf = BytesMut::with_capacity(128 << 10);
+        let mut n = 0usize;
+        for piece in big.chunks(64 << 10) {
+            buf.reserve(piece.len());
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                n += f.data.len().min(1);
+            }
+        }
+        while dec.decode_eof(&mut buf).unwrap().is_some() {
+            n += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(n, 2000 * reps);
+        println!(
+            "{file} {mode:?}: {:.2} GB/s ({} frames/s), incl. the copy into the read buffer",
+            big.len() as f64 / secs / 1e9,
+            (n as f64 / secs) as u64
+        );
+    }
+}
