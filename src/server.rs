@@ -324,7 +324,8 @@ impl Handler {
     async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
-        let mut decoder = FrameDecoder::new(self.cfg.framing, self.cfg.max_frame_bytes);
+        let mut decoder = FrameDecoder::new(self.cfg.framing, self.cfg.max_frame_bytes)
+            .with_trailer(self.cfg.trailer);
         let mut buf = BytesMut::with_capacity(read_size);
         let (mut bytes, mut frames_total, mut framing_errors) = (0u64, 0u64, 0u64);
         tracing::debug!(peer = %self.peer, "connection open");
