@@ -173,7 +173,7 @@ fn split_element(b: &[u8]) -> Option<(usize, usize)> {
     if b.first() != Some(&b'[') {
         return None;
     }
-    let id_end = b.iter().position(|&c| c == b' ' || c == b']')?;
+    let id_end = find_any(b, b" ]")?;
     // Find the closing `]`: skip every quoted PARAM-VALUE (which may hold `]`).
     let mut i = id_end;
     loop {
@@ -199,7 +199,7 @@ pub(crate) fn element_ids(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn value_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start;
     loop {
-        let rel = b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        let rel = find_any(b.get(i..)?, b"\"\\")?;
         i += rel;
         if b[i] == b'"' {
             return Some(i);
@@ -245,7 +245,7 @@ impl<'a> Iterator for Params<'a> {
         if b.first() != Some(&b' ') {
             return None;
         }
-        let eq = b.iter().position(|&c| c == b'=')?;
+        let eq = find_any(b, b"=")?;
         let end = value_end(b, eq + 2)?;
         let item = (
             self.rest.get(1..eq)?,
@@ -370,14 +370,15 @@ pub fn parse(frame: &[u8], format: Format) -> Result<Message<'_>, ParseError> {
         Format::Rfc3164 => rfc3164::parse(frame),
         Format::Auto => match rfc5424::parse(frame, &rfc5424::Rules::AUTO) {
             Ok(m) => Ok(m),
-            Err(e5424) => match rfc3164::parse(frame) {
-                Ok(m) => Ok(m),
-                Err(e3164) if rfc5424::starts_like(frame) => {
-                    let _ = e3164;
-                    Err(e5424)
+            // Not RFC 5424: try RFC 3164; if that fails too, report the error of the syntax the
+            // frame looks like.
+            Err(e5424) => rfc3164::parse(frame).map_err(|e3164| {
+                if rfc5424::starts_like(frame) {
+                    e5424
+                } else {
+                    e3164
                 }
-                Err(e3164) => Err(e3164),
-            },
+            }),
         },
     }
 }
@@ -464,6 +465,53 @@ pub(crate) fn pri(input: &[u8], leading_zero: bool) -> PResult<'_, u8> {
         return fail(rest, "PRIVAL leading zero");
     }
     Ok((after, value as u8))
+}
+
+/// Index of the first octet of `hay` that is one of `needles` (1–3 of them), 8 octets at a time.
+#[inline]
+pub(crate) fn find_any(hay: &[u8], needles: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut words = hay.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A zero octet in `x ^ splat(n)` is a match; the lowest flagged octet is exact.
+        let mut hits = 0;
+        for &n in needles {
+            let y = x ^ (LO * u64::from(n));
+            hits |= y.wrapping_sub(LO) & !y & HI;
+        }
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|c| needles.contains(c))
+        .map(|p| i + p)
+}
+
+/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`.
+#[inline]
+pub(crate) fn printusascii_run(hay: &[u8]) -> usize {
+    let sp = find_any(hay, b" ").unwrap_or(hay.len());
+    let tok = &hay[..sp];
+    // Branch-free check of the whole token first (the common case), then find the culprit.
+    if tok
+        .iter()
+        .fold(true, |ok, &c| ok & (c.wrapping_sub(33) < 94))
+    {
+        sp
+    } else {
+        tok.iter()
+            .position(|&c| c.wrapping_sub(33) >= 94)
+            .unwrap_or(sp)
+    }
 }
 
 /// Strips a leading UTF-8 BOM: `(msg, bom)`.

@@ -3,7 +3,7 @@
 
 use nom::Parser;
 
-use super::{element_ids, StructuredData};
+use super::{element_ids, find_any, printusascii_run, StructuredData};
 use super::{
     err, fail, pri, skip, strip_bom, to_error, Message, PErr, PResult, ParseError, Protocol,
 };
@@ -173,7 +173,7 @@ fn version(i: &[u8]) -> PResult<'_, u16> {
 
 /// TIMESTAMP SP: NILVALUE or a checked RFC 3339 date-time.
 fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
-    let len = i.iter().position(|&c| c == b' ').unwrap_or(i.len());
+    let len = find_any(i, b" ").unwrap_or(i.len());
     let (tok, rest) = i.split_at(len);
     if tok.is_empty() {
         return if i.is_empty() {
@@ -203,10 +203,7 @@ fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
 
 /// A header field (HOSTNAME, APP-NAME, PROCID, MSGID) and its SP: `-` or 1*max PRINTUSASCII.
 fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<&'a str>> {
-    let run = i
-        .iter()
-        .position(|&c| !(33..=126).contains(&c))
-        .unwrap_or(i.len());
+    let run = printusascii_run(i);
     if run == 0 {
         return match i.first() {
             None => fail(i, f.missing),
@@ -326,10 +323,7 @@ fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
 fn param_value(i: &[u8], unescaped_bracket: bool) -> PResult<'_, ()> {
     let mut k = 0;
     loop {
-        let Some(rel) = skip(i, k)
-            .iter()
-            .position(|&c| matches!(c, b'"' | b'\\' | b']'))
-        else {
+        let Some(rel) = find_any(skip(i, k), b"\"\\]") else {
             return fail(skip(i, i.len()), "PARAM-VALUE unterminated");
         };
         k += rel;

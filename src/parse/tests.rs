@@ -435,3 +435,28 @@ fn hostile_input_never_panics() {
     let m = ok(b"<13>1 - h a - - - \0\0", Format::Rfc5424);
     assert_eq!(m.msg, Some(&b"\0\0"[..]));
 }
+
+#[test]
+fn find_any_matches_naive_scan() {
+    let hay: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) | 0x80).collect();
+    for needles in [&b" "[..], b"\"\\", b"\"\\]", b" ]"] {
+        for at in 0..hay.len() {
+            for second in [None, Some(at + 1), Some(at + 9)] {
+                let mut h = hay.clone();
+                h[at] = needles[needles.len() - 1];
+                if let Some(s) = second.filter(|&s| s < h.len()) {
+                    h[s] = needles[0];
+                }
+                for end in [at, at + 1, h.len()] {
+                    let t = &h[..end.min(h.len())];
+                    let naive = t.iter().position(|c| needles.contains(c));
+                    assert_eq!(find_any(t, needles), naive, "{needles:?} at {at} end {end}");
+                }
+            }
+        }
+    }
+    assert_eq!(printusascii_run(b"abc def"), 3);
+    assert_eq!(printusascii_run(b"ab\0c def"), 2);
+    assert_eq!(printusascii_run(b"abcdefghijk\x7flmnop"), 11);
+    assert_eq!(printusascii_run(b""), 0);
+}
