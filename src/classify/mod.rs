@@ -414,3 +414,683 @@ impl Default for Classifier {
         Self::builtin()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c() -> Classifier {
+        Classifier::builtin()
+    }
+
+    /// Category name of an event message under the built-in rules.
+    fn cat(msg: &str) -> String {
+        let c = c();
+        let info = c
+            .classify_parts(
+                Some("k8s.event/ns/obj/"),
+                SdValues::default(),
+                msg.as_bytes(),
+            )
+            .expect("k8s.event is an event");
+        assert_eq!(info.kind, K8sKind::Event);
+        c.name(info.category.expect("events have a category"))
+            .to_owned()
+    }
+
+    fn sd<'a>(pairs: &[(&'a str, &'a str)]) -> SdValues<'a> {
+        SdValues::from_params(pairs.iter().copied(), Cow::Borrowed)
+    }
+
+    fn rule(category: &str, contains: &[&str]) -> Rule {
+        Rule {
+            category: category.to_owned(),
+            contains: contains.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn check(expected: &str, messages: &[&str]) {
+        for m in messages {
+            assert_eq!(cat(m), expected, "message {m:?}");
+            let combined = format!("(combined from similar events): {m}");
+            assert_eq!(cat(&combined), expected, "message {combined:?}");
+            let with_lf = format!("{m} seq=00000001\n");
+            assert_eq!(cat(&with_lf), expected, "message {with_lf:?}");
+        }
+    }
+
+    #[test]
+    fn err_image_pull() {
+        check(
+            "err_image_pull",
+            &[
+                "Error: ErrImagePull",
+                "Error: ImagePullBackOff",
+                "Failed to pull image \"nginx:1.25.3x\": rpc error: code = NotFound desc = failed \
+                 to pull and unpack image \"docker.io/library/nginx:1.25.3x\": not found",
+                "Failed to pull image \"bitnami/redis:7.2\": rpc error: code = Unknown desc = \
+                 Error response from daemon: manifest for bitnami/redis:7.2 not found",
+                "Back-off pulling image \"harbor.corp.local/apps/orders-api:2.4.1-rc9\"",
+                "Error: ErrImageNeverPull",
+                "Container image \"app:1\" is not present with pull policy of Never",
+                "Error: InvalidImageName",
+                "Failed to apply default image tag \"Foo//bar\": couldn't parse image reference",
+                "Failed to inspect image \"nginx\": rpc error: code = Unavailable",
+                "Error: ImageInspectError",
+                "Error: RegistryUnavailable",
+                "Error: SignatureValidationFailed",
+                "Container image \"sha256:abc\" is present with pull policy of \"IfNotPresent\" \
+                 but does not have the proper auth (image secret) that was used to pull the image",
+            ],
+        );
+    }
+
+    #[test]
+    fn back_off() {
+        check(
+            "back_off",
+            &[
+                "Back-off restarting failed container",
+                "Back-off restarting failed container nginx in pod web-1_default(0b7c2f4e-1d2a-4c1b-9a57-2f0c1b7d9e11)",
+                "Back-off restarting failed docker container",
+            ],
+        );
+    }
+
+    #[test]
+    fn started_created_pulled() {
+        check(
+            "started",
+            &[
+                "Started container",
+                "Started container nginx",
+                "Started container with docker id 4c9d1ab3e2f0",
+            ],
+        );
+        check(
+            "created",
+            &[
+                "Created container",
+                "Created container nginx",
+                "Created container: nginx",
+                "Created container with docker id 4c9d1ab3e2f0; Security:[seccomp=unconfined]",
+            ],
+        );
+        check(
+            "pulled",
+            &[
+                "Successfully pulled image \"nginx:1.25.3\"",
+                "Successfully pulled image \"nginx:1.25.3\" in 1.387s",
+                "Successfully pulled image \"nginx:1.25.3\" in 1.387s (1.387s including waiting)",
+                "Successfully pulled image \"nginx:1.25.3\" in 1.387s (2.1s including waiting). \
+                 Image size: 71234567 bytes.",
+                "Container image \"nginx:1.25.3\" already present on machine",
+                "Container image \"nginx:1.25.3\" already present on machine and can be accessed \
+                 by the pod",
+            ],
+        );
+    }
+
+    #[test]
+    fn scheduling() {
+        check(
+            "scheduled",
+            &[
+                "Successfully assigned default/web-5d74489978-6thrr to vm-1234",
+                "Successfully assigned web-5d74489978-6thrr to vm-1234",
+            ],
+        );
+        check(
+            "failed_scheduling",
+            &[
+                "0/3 nodes are available: 3 Insufficient cpu.",
+                "0/5 nodes are available: 2 Insufficient memory, 3 node(s) had taints that the pod \
+                 didn't tolerate.",
+                "0/4 nodes are available: 1 Insufficient cpu, 3 node(s) had untolerated taint \
+                 {node-role.kubernetes.io/master: }. preemption: 0/4 nodes are available: 1 No \
+                 preemption victims found for incoming pod, 3 Preemption is not helpful for \
+                 scheduling..",
+                "No nodes are available that match all of the predicates: Insufficient cpu (3).",
+                "pod (web-1) failed to fit in any node\nfit failure summary on nodes : \
+                 Insufficient cpu (3)",
+                "no nodes available to schedule pods",
+                "running PreBind plugin \"VolumeBinding\": binding volumes: timed out waiting for \
+                 the condition",
+                "running Reserve plugin \"VolumeBinding\": oops",
+                "Binding rejected: Operation cannot be fulfilled",
+                "binding rejected: running Bind plugin \"DefaultBinder\": pods \"x\" not found",
+                "pod has unbound immediate PersistentVolumeClaims",
+            ],
+        );
+    }
+
+    #[test]
+    fn killing_unhealthy() {
+        check(
+            "killing",
+            &[
+                "Killing container with id docker://nginx:Need to kill Pod",
+                "Killing container with id docker://nginx:Container failed liveness probe.. \
+                 Container will be killed and recreated.",
+                "Killing container with docker id 4c9d1ab3e2f0: Need to kill pod.",
+                "Stopping container nginx",
+            ],
+        );
+        check(
+            "unhealthy",
+            &[
+                "Liveness probe failed: HTTP probe failed with statuscode: 500",
+                "Readiness probe failed: Get http://10.200.1.2:80/ready: net/http: request \
+                 canceled (Client.Timeout exceeded while awaiting headers)",
+                "Readiness probe failed: Get \"http://10.200.1.2:80/healthz\": dial tcp \
+                 10.200.1.2:80: connect: connection refused",
+                "Startup probe failed: dial tcp 10.200.1.2:8080: i/o timeout",
+                "Liveness probe failed: /var/run/postgresql:5432 - rejecting connections\n",
+                // Probe output that quotes another template: the probe failure wins.
+                "Readiness probe failed: Started container check\nBack-off restarting failed \
+                 container",
+            ],
+        );
+    }
+
+    #[test]
+    fn node_problems() {
+        check(
+            "oom",
+            &[
+                "System OOM encountered",
+                "System OOM encountered, victim process: java, pid: 123456",
+            ],
+        );
+        check(
+            "evicted",
+            &[
+                "The node was low on resource: memory. Container nginx was using 812344Ki, which \
+                 exceeds its request of 256Mi. ",
+                "The node was low on resource: [DiskPressure]. ",
+                "The node had condition: [DiskPressure]. ",
+                "The node was low on resource: memory. Threshold quantity: 100Mi, available: \
+                 51200Ki. Container x was using 900000Ki, request is 512Mi, has larger \
+                 consumption of memory. ",
+                "Pod ephemeral local storage usage exceeds the total limit of containers 1Gi. ",
+                "Container app exceeded its local ephemeral storage limit \"1Gi\". ",
+                "Usage of EmptyDir volume \"cache\" exceeds the limit \"512Mi\". ",
+                "Marking for deletion Pod default/web-1",
+                "Marking for deletion Pod web-1 from Node vm-1",
+            ],
+        );
+        check(
+            "node_not_ready",
+            &[
+                "Node vm-dc477ac1-0d6c-07b3-fe00-8f6360377333 status is now: NodeNotReady",
+                "Node is not ready",
+            ],
+        );
+    }
+
+    #[test]
+    fn other_events() {
+        check(
+            "other",
+            &[
+                "",
+                "Pulling image \"nginx:1.25.3\"",
+                "pulling image \"nginx:1.25.3\"",
+                "Created pod: web-5d74489978-6thrr",
+                "Deleted pod: web-5d74489978-6thrr",
+                "Scaled up replica set web-5d74489978 to 3 from 1",
+                "Starting kubelet.",
+                "Node vm-1 status is now: NodeReady",
+                "Node vm-1 status is now: NodeNotSchedulable",
+                "Node vm-1 event: Registered Node vm-1 in Controller",
+                "MountVolume.SetUp failed for volume \"web-config\" : configmap \"web-config\" not \
+                 found",
+                "Pod sandbox changed, it will be killed and re-created.",
+                "Error: secret \"web-credentials\" not found",
+                "Container nginx failed liveness probe, will be restarted",
+                "Readiness probe errored: rpc error: code = NotFound desc = failed to exec in \
+                 container: container is in CONTAINER_EXITED state",
+                "Job completed",
+            ],
+        );
+        // Case-sensitive: the templates' capitalisation is fixed in the Kubernetes sources.
+        check(
+            "other",
+            &["started container nginx", "STOPPING CONTAINER X"],
+        );
+        // Not UTF-8: still classified, no panic.
+        let c = c();
+        assert_eq!(
+            c.name(c.categorize(b"\xff\xfeStarted container \xc3")),
+            "started"
+        );
+        assert_eq!(c.categorize(b"\xff\xfe\x00"), c.other());
+    }
+
+    #[test]
+    fn sd_values_first_and_aliases() {
+        let c = c();
+        let info = c
+            .classify_parts(
+                Some("k8s.event/logging/elasticsearch-master-1/"),
+                sd(&[
+                    ("app", "x"),
+                    ("namespace_name", "logging"),
+                    ("object_name", "elasticsearch-master-1"),
+                    ("container_name", ""),
+                    ("vm_id", "vm-740d8a2f"),
+                ]),
+                b"Error: ErrImagePull seq=00000037\n",
+            )
+            .expect("event");
+        assert_eq!(info.kind, K8sKind::Event);
+        assert_eq!(c.name(info.category.expect("category")), "err_image_pull");
+        assert_eq!(info.namespace.as_deref(), Some("logging"));
+        assert_eq!(info.object.as_deref(), Some("elasticsearch-master-1"));
+        assert_eq!(info.container.as_deref(), Some(""));
+        assert_eq!(info.vm_id.as_deref(), Some("vm-740d8a2f"));
+        assert!(matches!(info.namespace, Some(Cow::Borrowed(_))));
+
+        // The benchmark corpus: plain `k8s.event`, `namespace`, `object_name` and `pod`.
+        let info = c
+            .classify_parts(
+                Some("k8s.event"),
+                sd(&[
+                    ("namespace", "default"),
+                    ("pod", "web-1"),
+                    ("object_name", "web-1-obj"),
+                    ("type", "Warning"),
+                ]),
+                b"Started container nginx",
+            )
+            .expect("event");
+        assert_eq!(c.name(info.category.expect("category")), "started");
+        assert_eq!(info.namespace.as_deref(), Some("default"));
+        assert_eq!(info.object.as_deref(), Some("web-1-obj"));
+        assert_eq!(info.container, None);
+        assert_eq!(info.vm_id, None);
+
+        // Aliases: preferred name wins whatever the order; a repeated name keeps its first value.
+        let v = sd(&[
+            ("pod", "p"),
+            ("object", "o"),
+            ("container", "c"),
+            ("container_name", "cn"),
+            ("namespace", "n1"),
+            ("namespace", "n2"),
+            ("vm_id", "vm-a"),
+            ("vm_id", "vm-b"),
+        ]);
+        assert_eq!(v.object.as_deref(), Some("o"));
+        assert_eq!(v.container.as_deref(), Some("cn"));
+        assert_eq!(v.namespace.as_deref(), Some("n1"));
+        assert_eq!(v.vm_id.as_deref(), Some("vm-a"));
+
+        // Only kept values are converted (only those would be unescaped).
+        let mut converted = Vec::new();
+        let v = SdValues::from_params(
+            [("app", "a"), ("namespace_name", "ns"), ("namespace", "x")],
+            |s: &str| {
+                converted.push(s.to_owned());
+                Cow::Owned(s.to_owned())
+            },
+        );
+        assert_eq!(v.namespace.as_deref(), Some("ns"));
+        assert_eq!(converted, ["ns"]);
+    }
+
+    #[test]
+    fn pod_logs_have_no_category() {
+        let c = c();
+        let info = c
+            .classify_parts(
+                Some("pod.log/default/web-5d74489978-6thrr/nginx"),
+                sd(&[
+                    ("app", "web"),
+                    ("namespace_name", "default"),
+                    ("object_name", "web-5d74489978-6thrr"),
+                    ("container_name", "nginx"),
+                    ("vm_id", "vm-1"),
+                ]),
+                b"Started container nginx; Back-off restarting failed container\n",
+            )
+            .expect("pod log");
+        assert_eq!(info.kind, K8sKind::PodLog);
+        assert_eq!(info.category, None);
+        assert_eq!(info.namespace.as_deref(), Some("default"));
+        assert_eq!(info.object.as_deref(), Some("web-5d74489978-6thrr"));
+        assert_eq!(info.container.as_deref(), Some("nginx"));
+        assert_eq!(info.vm_id.as_deref(), Some("vm-1"));
+    }
+
+    #[test]
+    fn app_name_fallback() {
+        let c = c();
+        // SD absent: everything from APP-NAME, never vm_id.
+        let info = c
+            .classify_parts(
+                Some("pod.log/default/web-5d74489978-6thrr/nginx"),
+                SdValues::default(),
+                b"x",
+            )
+            .expect("pod log");
+        assert_eq!(info.namespace.as_deref(), Some("default"));
+        assert_eq!(info.object.as_deref(), Some("web-5d74489978-6thrr"));
+        assert_eq!(info.container.as_deref(), Some("nginx"));
+        assert_eq!(info.vm_id, None);
+
+        // A 48-byte cut APP-NAME: the object is cut short, the container is cut off.
+        let cut = "pod.log/monitoring/cost-analyzer-prometheus-serv";
+        assert_eq!(cut.len(), 48);
+        let info = c
+            .classify_parts(Some(cut), SdValues::default(), b"x")
+            .expect("pod log");
+        assert_eq!(info.namespace.as_deref(), Some("monitoring"));
+        assert_eq!(
+            info.object.as_deref(),
+            Some("cost-analyzer-prometheus-serv")
+        );
+        assert_eq!(info.container, None);
+
+        // Cut inside the namespace of an event.
+        let cut = "k8s.event/customer-analytics-pipeline-staging/cl";
+        assert_eq!(cut.len(), 48);
+        let info = c
+            .classify_parts(Some(cut), SdValues::default(), b"Started container")
+            .expect("event");
+        assert_eq!(
+            info.namespace.as_deref(),
+            Some("customer-analytics-pipeline-staging")
+        );
+        assert_eq!(info.object.as_deref(), Some("cl"));
+        assert_eq!(info.container, None);
+
+        // Uncut event APP-NAME: the container part is empty.
+        let info = c
+            .classify_parts(Some("k8s.event/default/web-1/"), SdValues::default(), b"")
+            .expect("event");
+        assert_eq!(info.container.as_deref(), Some(""));
+
+        // Partial SD: the SD value wins field by field, APP-NAME fills the rest.
+        let info = c
+            .classify_parts(
+                Some("pod.log/default/web-5d74489978-6thrr/nginx"),
+                sd(&[
+                    ("object_name", "web-5d74489978-6thrr-full"),
+                    ("vm_id", "vm-9"),
+                ]),
+                b"x",
+            )
+            .expect("pod log");
+        assert_eq!(info.namespace.as_deref(), Some("default"));
+        assert_eq!(info.object.as_deref(), Some("web-5d74489978-6thrr-full"));
+        assert_eq!(info.container.as_deref(), Some("nginx"));
+        assert_eq!(info.vm_id.as_deref(), Some("vm-9"));
+
+        // Plain `k8s.event` without SD: nothing to fall back on.
+        let info = c
+            .classify_parts(
+                Some("k8s.event"),
+                SdValues::default(),
+                b"Stopping container x",
+            )
+            .expect("event");
+        assert_eq!(c.name(info.category.expect("category")), "killing");
+        assert_eq!(
+            (info.namespace, info.object, info.container),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn node_events_have_empty_namespace() {
+        let c = c();
+        let node = "vm-dc477ac1-0d6c-07b3-fe00-8f6360377333";
+        let app = "k8s.event//vm-dc477ac1-0d6c-07b3-fe00-8f63603773";
+        assert_eq!(app.len(), 48);
+        let msg = format!("Node {node} status is now: NodeNotReady seq=00000313\n");
+        // From the SD.
+        let info = c
+            .classify_parts(
+                Some(app),
+                sd(&[
+                    ("namespace_name", ""),
+                    ("object_name", node),
+                    ("container_name", ""),
+                    ("vm_id", node),
+                ]),
+                msg.as_bytes(),
+            )
+            .expect("event");
+        assert_eq!(c.name(info.category.expect("category")), "node_not_ready");
+        assert_eq!(info.namespace.as_deref(), Some(""));
+        assert_eq!(info.object.as_deref(), Some(node));
+        assert_eq!(info.vm_id.as_deref(), Some(node));
+        // From APP-NAME: the empty segment is namespace "", the object is cut.
+        let info = c
+            .classify_parts(Some(app), SdValues::default(), msg.as_bytes())
+            .expect("event");
+        assert_eq!(info.namespace.as_deref(), Some(""));
+        assert_eq!(info.object.as_deref(), Some(&node[..37]));
+        assert_eq!(info.container, None);
+        assert_eq!(info.vm_id, None);
+    }
+
+    #[test]
+    fn not_kubernetes() {
+        let c = c();
+        for app in [
+            None,
+            Some(""),
+            Some("sshd"),
+            Some("kube-apiserver"),
+            Some("k8s.events"),
+            Some("k8s.eventx/a/b/"),
+            Some("K8S.EVENT/a/b/"),
+            Some("pod.log"),
+            Some("pod.logs/a/b/c"),
+            Some("xpod.log/a/b/c"),
+        ] {
+            let got = c.classify_parts(app, sd(&[("namespace_name", "ns")]), b"Started container");
+            assert_eq!(got, None, "APP-NAME {app:?}");
+        }
+        assert_eq!(K8sKind::from_app_name("k8s.event"), Some(K8sKind::Event));
+        assert_eq!(K8sKind::from_app_name("k8s.event/"), Some(K8sKind::Event));
+        assert_eq!(K8sKind::from_app_name("pod.log/"), Some(K8sKind::PodLog));
+        assert_eq!(K8sKind::from_app_name("k8s.event.x"), None);
+    }
+
+    #[test]
+    fn categories_listing() {
+        let b = c();
+        let names: Vec<&str> = b.categories().iter().map(String::as_str).collect();
+        for required in [
+            "err_image_pull",
+            "back_off",
+            "started",
+            "scheduled",
+            "failed_scheduling",
+            "created",
+            "pulled",
+            "killing",
+            "unhealthy",
+            "oom",
+            "evicted",
+            "node_not_ready",
+        ] {
+            assert!(
+                names.contains(&required),
+                "{required} missing from {names:?}"
+            );
+        }
+        assert_eq!(names.len(), 13);
+        assert_eq!(names.last(), Some(&"other"));
+        assert_eq!(b.other(), Category(12));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(b.category(n), Some(Category(i as u16)));
+            assert_eq!(b.name(Category(i as u16)), *n);
+        }
+        assert_eq!(b.name(Category(999)), "other");
+        assert_eq!(b.category("nope"), None);
+
+        // Config categories: new ones after the built-in ones, built-in indices unchanged,
+        // `other` still last, no duplicates.
+        let x = Classifier::with_rules(&[
+            rule("failed_mount", &["MountVolume.SetUp failed"]),
+            rule("back_off", &["CrashLoopBackOff"]),
+            rule("failed_mount", &["Unable to attach or mount volumes"]),
+            rule("other", &["Pulling image"]),
+        ])
+        .expect("valid rules");
+        let xn: Vec<&str> = x.categories().iter().map(String::as_str).collect();
+        assert_eq!(&xn[..12], &names[..12]);
+        assert_eq!(&xn[12..], ["failed_mount", "other"]);
+        assert_eq!(x.other(), Category(13));
+    }
+
+    #[test]
+    fn config_rules_override_and_add() {
+        let x = Classifier::with_rules(&[
+            // Override: "will be restarted" kills are `killing` for this user.
+            rule("killing", &["failed liveness probe, will be restarted"]),
+            // New category that also takes a built-in `err_image_pull` text.
+            rule("registry_auth", &["401 Unauthorized", "pull access denied"]),
+            rule(
+                "failed_mount",
+                &["MountVolume.SetUp failed", "Unable to attach or mount"],
+            ),
+            // Force a built-in text to `other`.
+            rule("other", &["Starting kubelet"]),
+        ])
+        .expect("valid rules");
+        let cat = |m: &str| {
+            x.name(
+                x.classify_parts(Some("k8s.event/a/b/"), SdValues::default(), m.as_bytes())
+                    .and_then(|i| i.category)
+                    .expect("event"),
+            )
+            .to_owned()
+        };
+        assert_eq!(
+            cat("Container nginx failed liveness probe, will be restarted"),
+            "killing"
+        );
+        assert_eq!(
+            cat(
+                "Failed to pull image \"x\": rpc error: failed to fetch oauth token: unexpected \
+                 status: 401 Unauthorized"
+            ),
+            "registry_auth"
+        );
+        assert_eq!(
+            cat("Failed to pull image \"x\": not found"),
+            "err_image_pull"
+        );
+        assert_eq!(
+            cat("MountVolume.SetUp failed for volume \"c\" : configmap \"c\" not found"),
+            "failed_mount"
+        );
+        assert_eq!(cat("Starting kubelet."), "other");
+        assert_eq!(cat("Started container nginx"), "started");
+        // The built-in classifier does not know these.
+        assert_eq!(super::tests::cat("Starting kubelet."), "other");
+        assert_eq!(
+            super::tests::cat("Container nginx failed liveness probe, will be restarted"),
+            "other"
+        );
+    }
+
+    #[test]
+    fn priority_is_rule_order_not_text_position() {
+        // Two config rules: the first one wins even when the second matches earlier in the text.
+        let x = Classifier::with_rules(&[
+            rule("second_half", &["tail"]),
+            rule("first_half", &["head"]),
+        ])
+        .expect("valid rules");
+        assert_eq!(x.name(x.categorize(b"head ... tail")), "second_half");
+        assert_eq!(x.name(x.categorize(b"head only")), "first_half");
+        // Overlapping patterns: a shorter pattern inside a longer one of a later rule.
+        let x = Classifier::with_rules(&[
+            rule("short", &["Back-off"]),
+            rule("long", &["Back-off restarting failed container"]),
+        ])
+        .expect("valid rules");
+        assert_eq!(
+            x.name(x.categorize(b"Back-off restarting failed container")),
+            "short"
+        );
+        let x = Classifier::with_rules(&[
+            rule("long", &["restarting failed container x"]),
+            rule("short", &["failed"]),
+        ])
+        .expect("valid rules");
+        assert_eq!(
+            x.name(x.categorize(b"restarting failed container x")),
+            "long"
+        );
+        // Config before built-in, even when the built-in pattern comes first in the text.
+        let x = Classifier::with_rules(&[rule("mine", &["nginx"])]).expect("valid rules");
+        assert_eq!(x.name(x.categorize(b"Started container nginx")), "mine");
+        // Built-in table order: unhealthy before started when probe output quotes a template.
+        let b = c();
+        assert_eq!(
+            b.name(b.categorize(b"Started container x; Liveness probe failed: boom")),
+            "unhealthy"
+        );
+    }
+
+    #[test]
+    fn rule_validation() {
+        let err = |rules: &[Rule]| Classifier::with_rules(rules).expect_err("invalid").0;
+        let ok = rule("ok", &["x"]);
+
+        let e = err(&[ok.clone(), rule("Bad", &["x"])]);
+        assert!(
+            e.contains("rules[1]") && e.contains("\"Bad\"") && e.contains("[a-z][a-z0-9_]*"),
+            "{e}"
+        );
+        for bad in ["", "1abc", "_x", "a-b", "a b", "é", "abC"] {
+            let e = err(&[rule(bad, &["x"])]);
+            assert!(
+                e.contains("rules[0]") && e.contains("must match"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = err(&[ok.clone(), ok.clone(), rule("empty", &[])]);
+        assert!(
+            e.contains("rules[2]") && e.contains("\"empty\"") && e.contains("`contains` is empty"),
+            "{e}"
+        );
+        let e = err(&[rule("blank", &["a", ""])]);
+        assert!(
+            e.contains("rules[0]") && e.contains("contains[1]") && e.contains("empty string"),
+            "{e}"
+        );
+        assert_eq!(format!("{}", RuleError(e.clone())), e);
+
+        for good in ["a", "a1", "a_b_2", "failed_mount", "other", "back_off"] {
+            assert!(
+                Classifier::with_rules(&[rule(good, &["x"])]).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn builtin_table_is_valid() {
+        // Same validation as config rules, and every pattern selects its own category.
+        let b = c();
+        for r in rules::BUILTIN {
+            let as_rule = rule(r.category, r.contains);
+            assert!(Classifier::with_rules(&[as_rule]).is_ok(), "{}", r.category);
+            for p in r.contains {
+                assert_eq!(
+                    b.name(b.categorize(p.as_bytes())),
+                    r.category,
+                    "pattern {p:?}"
+                );
+            }
+        }
+    }
+}
