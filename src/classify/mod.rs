@@ -38,7 +38,7 @@ mod rules;
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use serde::Deserialize;
 
 use crate::parse::Message;
@@ -300,8 +300,7 @@ impl Classifier {
         }
 
         let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::LeftmostFirst)
             .build(&patterns)
             .map_err(|e| RuleError(format!("classify rules: cannot build the matcher: {e}")))?;
 
@@ -344,23 +343,35 @@ impl Classifier {
     /// The category of an event message: the first rule (in priority order) with a pattern
     /// anywhere in `msg`, else `other`.
     pub fn categorize(&self, msg: &[u8]) -> Category {
-        let mut best: Option<u32> = None;
-        if let Ok(iter) = self.matcher.try_find_overlapping_iter(msg) {
-            for m in iter {
-                let rule = self
-                    .pattern_rule
-                    .get(m.pattern().as_usize())
-                    .copied()
-                    .unwrap_or(u32::MAX);
-                if best.map_or(true, |b| rule < b) {
-                    best = Some(rule);
-                    if rule == 0 {
-                        break;
-                    }
+        // Patterns are numbered in rule order, and a leftmost-first search returns, at the
+        // leftmost position where any pattern starts, the lowest-numbered pattern starting
+        // there. Restarting one byte after each match start therefore visits every position
+        // where some pattern starts, with the best pattern there, so the minimum over the visits
+        // is the first rule with a pattern anywhere in MSG. A later match of a lower-priority
+        // rule is skipped cheaply by the prefilter, and rule 0 ends the search at once.
+        let mut best = u32::MAX;
+        let mut at = 0;
+        while at < msg.len() {
+            let input = Input::new(msg).span(at..msg.len());
+            let Ok(Some(m)) = self.matcher.try_find(input) else {
+                break;
+            };
+            let rule = self
+                .pattern_rule
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(u32::MAX);
+            if rule < best {
+                best = rule;
+                if rule == 0 {
+                    break;
                 }
             }
+            at = m.start() + 1;
         }
-        best.and_then(|r| self.rule_category.get(r as usize).copied())
+        self.rule_category
+            .get(best as usize)
+            .copied()
             .unwrap_or_else(|| self.other())
     }
 
@@ -1029,6 +1040,17 @@ mod tests {
             x.name(x.categorize(b"restarting failed container x")),
             "long"
         );
+        // A higher-priority pattern that starts inside a lower-priority match.
+        let x = Classifier::with_rules(&[rule("inner", &["bc"]), rule("outer", &["abcd"])])
+            .expect("valid rules");
+        assert_eq!(x.name(x.categorize(b"xabcdx")), "inner");
+        assert_eq!(x.name(x.categorize(b"xabdx")), "other");
+        // The same pattern in two rules: the first rule has it.
+        let x = Classifier::with_rules(&[rule("one", &["z"]), rule("two", &["y", "z"])])
+            .expect("valid rules");
+        assert_eq!(x.name(x.categorize(b"z")), "one");
+        assert_eq!(x.name(x.categorize(b"y z")), "one");
+        assert_eq!(x.name(x.categorize(b"y")), "two");
         // Config before built-in, even when the built-in pattern comes first in the text.
         let x = Classifier::with_rules(&[rule("mine", &["nginx"])]).expect("valid rules");
         assert_eq!(x.name(x.categorize(b"Started container nginx")), "mine");
@@ -1074,6 +1096,44 @@ mod tests {
                 Classifier::with_rules(&[rule(good, &["x"])]).is_ok(),
                 "{good}"
             );
+        }
+    }
+
+    /// The first rule (in order) with a pattern that occurs in `msg`, the slow obvious way.
+    fn naive(rules: &[Rule], msg: &[u8]) -> Option<usize> {
+        rules.iter().position(|r| {
+            r.contains
+                .iter()
+                .any(|p| msg.windows(p.len()).any(|w| w == p.as_bytes()))
+        })
+    }
+
+    proptest::proptest! {
+        /// One pass with restarts gives the same answer as trying every rule in order, also
+        /// with overlapping and nested patterns (small alphabet, so there are many of them).
+        #[test]
+        fn categorize_matches_naive(
+            rules in proptest::collection::vec(
+                proptest::collection::vec("[abc]{1,4}", 1..4), 1..6),
+            msg in "[abcx]{0,40}",
+        ) {
+            let rules: Vec<Rule> = rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, contains)| Rule { category: format!("r{i}"), contains })
+                .collect();
+            let x = Classifier::with_rules(&rules).expect("valid rules");
+            let got = x.name(x.categorize(msg.as_bytes())).to_owned();
+            let want = naive(&rules, msg.as_bytes()).map_or("other".to_owned(), |i| format!("r{i}"));
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// Arbitrary APP-NAME and MSG bytes: never a panic; only Kubernetes APP-NAMEs classify.
+        #[test]
+        fn no_panic_on_any_input(app in ".{0,60}", msg in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let c = Classifier::builtin();
+            let got = c.classify_parts(Some(&app), SdValues::default(), &msg);
+            proptest::prop_assert_eq!(got.is_some(), K8sKind::from_app_name(&app).is_some());
         }
     }
 
