@@ -29,9 +29,9 @@
 //! come first, then the built-in table (`rules.rs`, one comment per pattern naming the Kubernetes
 //! source it comes from). All patterns of all rules are in one Aho-Corasick automaton (with a
 //! prefilter) that scans MSG, resuming one byte after the start of each match so that overlapping
-//! matches are seen too; when several
-//! rules match, the one earliest in rule order wins, wherever its match is in the
-//! text. Matching is case-sensitive (see `rules.rs` for why). No match → `other`.
+//! matches are seen too. When several rules match, the one earliest in rule order wins, wherever
+//! its match is in the text. Matching is case-sensitive (see `rules.rs` for why). No match →
+//! `other`.
 //!
 //! Nothing here allocates on the happy path: names borrow from the frame; only an SD value with
 //! escapes may be unescaped into a `String` by the caller.
