@@ -249,7 +249,8 @@ pub fn parse_stream<R: Read, W: Write>(
     classifier: &Classifier,
 ) -> io::Result<ParseSummary> {
     const READ: usize = 256 << 10;
-    let mut decoder = FrameDecoder::new(opts.framing, opts.max_frame_bytes).with_trailer(opts.trailer);
+    let mut decoder =
+        FrameDecoder::new(opts.framing, opts.max_frame_bytes).with_trailer(opts.trailer);
     let encoder = Encoder::new(opts.format, classifier);
     let mut counts = BatchCounts::new(classifier.categories().len());
     let mut summary = ParseSummary::default();

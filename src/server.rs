@@ -37,6 +37,8 @@ use crate::route::{Batch, Filter, Line, Router};
 
 /// Reads waiting between a connection's reader and its processor.
 const READS_IN_FLIGHT: usize = 2;
+/// At shutdown, a connection is read until it has been quiet this long.
+const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
 /// At most one "connection refused" log line per this interval.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -358,11 +360,13 @@ impl Handler {
             }
         };
         if close == Close::Shutdown {
-            // Take what the kernel already holds for us, then finish like at EOF.
-            while buf.len() < read_size * 16 {
+            // Take what the sender already sent (it sits in the kernel's socket buffer): read
+            // until the socket has been quiet for SHUTDOWN_QUIET, EOF, or 16 reads' worth.
+            let limit = buf.len() + read_size * 16;
+            while buf.len() < limit {
                 buf.reserve(read_size);
-                match self.stream.try_read_buf(&mut buf) {
-                    Ok(n) if n > 0 => {
+                match tokio::time::timeout(SHUTDOWN_QUIET, self.stream.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
                         bytes += n as u64;
                         self.metrics.bytes.fetch_add(n as u64, Relaxed);
                     }
