@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use crate::classify::{Category, Classifier, K8sInfo, K8sKind};
 use crate::framing::{Frame, FrameKind};
 use crate::metrics::BatchCounts;
-use crate::parse::{self, Format, Message, StructuredData};
+use crate::parse::{self, Format, Message, ParamValue, StructuredData};
 
 /// What is the same for every record of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -275,47 +275,64 @@ fn has_repeats(sd: &StructuredData<'_>) -> bool {
     false
 }
 
+/// The grouped form of [`write_sd`]: SD-IDs in order of first appearance, each with the params
+/// of all its elements; a PARAM name that repeats becomes an array of its values, in order.
+///
+/// Linear in the size of the SD (each element is split and each param read once; hash maps
+/// group them): a hostile frame with thousands of elements or params costs no more than its
+/// length. This path allocates; it only runs when something repeats or there are more than 32
+/// SD-IDs or params in one element.
 fn write_sd_grouped(out: &mut BytesMut, sd: &StructuredData<'_>) {
-    let mut first_el = true;
-    for (i, el) in sd.elements().enumerate() {
-        if sd.elements().take(i).any(|e| e.id == el.id) {
-            continue;
+    use std::collections::hash_map::Entry;
+    use std::collections::HashMap;
+    // One group per SD-ID; in each, one slot per PARAM name with its values.
+    type Group<'a> = (
+        &'a str,
+        Vec<(&'a str, Vec<ParamValue<'a>>)>,
+        HashMap<&'a str, usize>,
+    );
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    for el in sd.elements() {
+        let g = *by_id.entry(el.id).or_insert_with(|| {
+            groups.push((el.id, Vec::new(), HashMap::new()));
+            groups.len() - 1
+        });
+        let (_, params, by_name) = &mut groups[g];
+        for (name, value) in el.params() {
+            match by_name.entry(name) {
+                Entry::Occupied(e) => params[*e.get()].1.push(value),
+                Entry::Vacant(e) => {
+                    e.insert(params.len());
+                    params.push((name, vec![value]));
+                }
+            }
         }
-        if !first_el {
+    }
+    for (i, (id, params, _)) in groups.iter().enumerate() {
+        if i > 0 {
             out.put_u8(b',');
         }
-        first_el = false;
-        write_str(out, el.id);
+        write_str(out, id);
         out.put_slice(b":{");
-        let id = el.id;
-        let group = || {
-            sd.elements()
-                .skip(i)
-                .filter(move |e| e.id == id)
-                .flat_map(|e| e.params())
-        };
-        let mut first_param = true;
-        for (j, (name, value)) in group().enumerate() {
-            if group().take(j).any(|(n, _)| n == name) {
-                continue;
-            }
-            if !first_param {
+        for (j, (name, values)) in params.iter().enumerate() {
+            if j > 0 {
                 out.put_u8(b',');
             }
-            first_param = false;
             write_str(out, name);
             out.put_u8(b':');
-            if group().filter(|(n, _)| *n == name).count() == 1 {
-                write_chunks(out, value.chunks());
-            } else {
-                out.put_u8(b'[');
-                for (k, (_, v)) in group().filter(|(n, _)| *n == name).enumerate() {
-                    if k > 0 {
-                        out.put_u8(b',');
+            match values.as_slice() {
+                [one] => write_chunks(out, one.chunks()),
+                many => {
+                    out.put_u8(b'[');
+                    for (k, v) in many.iter().enumerate() {
+                        if k > 0 {
+                            out.put_u8(b',');
+                        }
+                        write_chunks(out, v.chunks());
                     }
-                    write_chunks(out, v.chunks());
+                    out.put_u8(b']');
                 }
-                out.put_u8(b']');
             }
         }
         out.put_u8(b'}');
@@ -495,6 +512,49 @@ mod tests {
         );
         // Key order inside the merged element follows first appearance.
         assert!(line.contains(r#"{"a":{"x":["1","3\"q","4"],"y":"2","w":"5"},"b":{"z":"9"}}"#));
+    }
+
+    /// Regression (issue 4 review): the grouped SD writer re-split the whole SD for every param
+    /// and every element, so one 60 KB frame with thousands of params or SD-IDs took 1-2 s of
+    /// CPU in release (a frame per second per sender kept a core busy). It is linear now.
+    #[test]
+    fn many_sd_params_or_ids_encode_in_linear_time() {
+        let mut one_element = String::from("<14>1 - h a - - [a");
+        for i in 0..6000 {
+            one_element.push_str(&format!(" x{i}=\"v\""));
+        }
+        one_element.push_str("] m");
+        let mut many_ids = String::from("<14>1 - h a - - ");
+        for i in 0..5000 {
+            many_ids.push_str(&format!("[a{i} x=\"v\"]"));
+        }
+        many_ids.push_str(" m");
+        for (frame, n) in [(&one_element, 6000), (&many_ids, 5000)] {
+            assert!(frame.len() < 65536);
+            let started = std::time::Instant::now();
+            let (line, counts) = encode_one(frame.as_bytes(), FrameKind::Complete);
+            let took = started.elapsed();
+            assert_eq!(counts.parse_errors, 0);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let sd = v["structured_data"].as_object().unwrap();
+            let params: usize = sd.values().map(|p| p.as_object().unwrap().len()).sum();
+            assert_eq!(params, n);
+            // Quadratic took ~20 s here unoptimised; linear takes milliseconds.
+            assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        }
+        // Order and grouping survive many repeats.
+        let mut repeats = String::from("<14>1 - h a - - ");
+        for i in 0..100 {
+            repeats.push_str(&format!("[b{} x=\"{i}\"]", i % 3));
+        }
+        let (line, _) = encode_one(repeats.as_bytes(), FrameKind::Complete);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(line.contains(r#""structured_data":{"b0":{"x":["0","3","#));
+        assert_eq!(v["structured_data"]["b2"]["x"][32], "98");
+        assert_eq!(
+            v["structured_data"]["b1"]["x"].as_array().unwrap().len(),
+            33
+        );
     }
 
     #[test]
