@@ -1,12 +1,14 @@
 //! Per-stage cost of the hot path on the PKS sample (2,000 messages, 1.09 MB): framing,
-//! parsing, parsing + classification, and the whole record (parse + classify + JSON).
+//! parsing, parsing + classification, and the whole record (parse + classify + JSON); and our
+//! parser beside `syslog_loose` and `syslog_rfc5424` on the same frames, with the ratios printed
+//! at the end (interleaved rounds, medians).
 //!
 //!     cargo bench --bench pipeline
 //!
-//! Throughput is reported per message (elements) and per byte in the group names.
+//! Throughput is reported per message (criterion's elements).
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use syslog_sink::classify::Classifier;
 use syslog_sink::framing::{decode_all, FramingMode, DEFAULT_MAX_FRAME_BYTES};
 use syslog_sink::metrics::BatchCounts;
@@ -62,9 +64,105 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// The frames every parser can take (`&str` input: the 0.4 % non-UTF-8 frames are left out).
+fn utf8_frames() -> Vec<String> {
+    decode_all(
+        FramingMode::Auto,
+        DEFAULT_MAX_FRAME_BYTES,
+        Bytes::from_static(SAMPLE),
+    )
+    .iter()
+    .filter_map(|f| String::from_utf8(f.data.to_vec()).ok())
+    .collect()
+}
+
+/// Ours: parse, then walk every SD param (unescaped) and the timestamp, as the peers do eagerly.
+fn ours(frames: &[&str]) -> usize {
+    let mut n = 0;
+    for f in frames {
+        if let Ok(m) = parse(f.as_bytes(), Format::Auto) {
+            n += m.timestamp_parsed().is_some() as usize;
+            for el in m.structured_data.iter().flat_map(|sd| sd.elements()) {
+                for (_, v) in el.params() {
+                    n += v.chunks().map(str::len).sum::<usize>();
+                }
+            }
+        }
+    }
+    n
+}
+
+fn loose(frames: &[&str]) -> usize {
+    frames
+        .iter()
+        .map(|f| {
+            syslog_loose::parse_message(f, syslog_loose::Variant::Either)
+                .structured_data
+                .len()
+        })
+        .sum()
+}
+
+fn rfc5424(frames: &[&str]) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| syslog_rfc5424::parse_message(f).ok())
+        .map(|m| m.sd.len())
+        .sum()
+}
+
+fn peers(c: &mut Criterion) {
+    let owned = utf8_frames();
+    let frames: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let mut g = c.benchmark_group("parser_vs_peers");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.bench_function("syslog_sink", |b| b.iter(|| ours(&frames)));
+    g.bench_function("syslog_loose", |b| b.iter(|| loose(&frames)));
+    g.bench_function("syslog_rfc5424", |b| b.iter(|| rfc5424(&frames)));
+    g.finish();
+}
+
+/// Interleaved rounds of the three parsers over the same frames; prints medians and ratios.
+fn print_ratios() {
+    let owned = utf8_frames();
+    let frames: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let time = |f: &dyn Fn(&[&str]) -> usize| {
+        let t = std::time::Instant::now();
+        std::hint::black_box(f(&frames));
+        t.elapsed().as_secs_f64()
+    };
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..30 {
+        a.push(time(&ours));
+        b.push(time(&loose));
+        c.push(time(&rfc5424));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b, c) = (median(&mut a), median(&mut b), median(&mut c));
+    let rate = |s: f64| frames.len() as f64 / s;
+    println!(
+        "parser ratios on {} PKS frames (30 interleaved rounds, medians): syslog-sink {:.0} msg/s, \
+         syslog_loose {:.0} msg/s ({:.1}x), syslog_rfc5424 {:.0} msg/s ({:.1}x)",
+        frames.len(),
+        rate(a),
+        rate(b),
+        b / a,
+        rate(c),
+        c / a
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).sample_size(30);
-    targets = stages
+    targets = stages, peers
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    print_ratios();
+    Criterion::default().configure_from_args().final_summary();
+}
