@@ -259,21 +259,17 @@ fn write_sd(out: &mut BytesMut, sd: &StructuredData<'_>) {
 fn has_repeats(sd: &StructuredData<'_>) -> bool {
     const N: usize = 32;
     let mut ids = [""; N];
-    let mut n_ids = 0;
-    for el in sd.elements() {
+    for (n_ids, el) in sd.elements().enumerate() {
         if n_ids == N || ids[..n_ids].contains(&el.id) {
             return true;
         }
         ids[n_ids] = el.id;
-        n_ids += 1;
         let mut names = [""; N];
-        let mut n = 0;
-        for (name, _) in el.params() {
+        for (n, (name, _)) in el.params().enumerate() {
             if n == N || names[..n].contains(&name) {
                 return true;
             }
             names[n] = name;
-            n += 1;
         }
     }
     false

@@ -201,7 +201,7 @@ impl Router {
     pub fn mask(&self, facts: &Facts<'_>) -> u64 {
         let mut mask = 0;
         for (i, r) in self.routes.iter().enumerate() {
-            if r.filter.as_ref().is_none_or(|f| f.matches(facts)) {
+            if r.filter.as_ref().map_or(true, |f| f.matches(facts)) {
                 mask |= 1 << i;
             }
         }

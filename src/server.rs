@@ -256,7 +256,7 @@ impl Listener {
                     Err(_) => {
                         self.metrics.connections_refused.fetch_add(1, Relaxed);
                         refused_since_log += 1;
-                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                        if last_refusal_log.map_or(true, |t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
                             tracing::warn!(address = %self.local_addr, %peer, refused = refused_since_log,
                                 max_connections = self.cfg.max_connections,
                                 "connection limit reached: refusing connections");
