@@ -327,7 +327,8 @@ impl Config {
             let addr = l
                 .socket_addr()
                 .map_err(|e| ConfigError(format!("{}: {e}", key("address"))))?;
-            if addrs.contains(&addr) {
+            // Port 0 (an ephemeral port, tests) is a different port each time.
+            if addr.port() != 0 && addrs.contains(&addr) {
                 return err(
                     key("address"),
                     format!("{addr} is used by an earlier listener"),
