@@ -184,12 +184,16 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(certs, key).map_err(|e| {
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         tls_err(
             "cert",
             format!("{} with key {}: {e}", cfg.cert.display(), cfg.key.display()),
         )
     })?;
+    // No TLS 1.3 session tickets: syslog senders only write, so tickets sent after the
+    // handshake sit unread in the sender's socket, and its close then becomes a TCP reset that
+    // throws away the tail of the stream before the server has read it.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
