@@ -11,7 +11,9 @@ use tokio_util::codec::Decoder;
 
 use crate::classify::Classifier;
 use crate::config::Config;
-use crate::framing::{Frame, FrameDecoder, FrameKind, FramingMode, DEFAULT_MAX_FRAME_BYTES};
+use crate::framing::{
+    Frame, FrameDecoder, FrameKind, FramingMode, Trailer, DEFAULT_MAX_FRAME_BYTES,
+};
 use crate::metrics::BatchCounts;
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
@@ -41,6 +43,9 @@ pub enum Command {
         /// How the stream is framed.
         #[arg(long, value_enum, default_value_t = FramingMode::Auto)]
         framing: FramingMode,
+        /// What ends a non-transparent frame.
+        #[arg(long, value_enum, default_value_t = Trailer::CrLf)]
+        trailer: Trailer,
         /// Which syntax to accept.
         #[arg(long, value_enum, default_value_t = Format::Auto)]
         format: Format,
@@ -73,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => run_serve(config),
         Command::Parse {
             framing,
+            trailer,
             format,
             max_frame_bytes,
             frames,
@@ -93,6 +99,7 @@ pub fn main() -> ExitCode {
             };
             let opts = ParseOptions {
                 framing,
+                trailer,
                 format,
                 max_frame_bytes: max_frame_bytes as usize,
                 frames,
@@ -192,6 +199,8 @@ fn init_logging(level: &str) {
 pub struct ParseOptions {
     /// Framing mode.
     pub framing: FramingMode,
+    /// Trailer of non-transparent frames.
+    pub trailer: Trailer,
     /// Syntax.
     pub format: Format,
     /// Frame size limit.
@@ -240,7 +249,8 @@ pub fn parse_stream<R: Read, W: Write>(
     classifier: &Classifier,
 ) -> io::Result<ParseSummary> {
     const READ: usize = 256 << 10;
-    let mut decoder = FrameDecoder::new(opts.framing, opts.max_frame_bytes);
+    let mut decoder =
+        FrameDecoder::new(opts.framing, opts.max_frame_bytes).with_trailer(opts.trailer);
     let encoder = Encoder::new(opts.format, classifier);
     let mut counts = BatchCounts::new(classifier.categories().len());
     let mut summary = ParseSummary::default();

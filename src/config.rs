@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::classify::{Classifier, Rule};
-use crate::framing::{FramingMode, DEFAULT_MAX_FRAME_BYTES};
+use crate::framing::{FramingMode, Trailer, DEFAULT_MAX_FRAME_BYTES};
 use crate::parse::Format;
 
 /// Smallest accepted `max_frame_bytes`.
@@ -92,6 +92,10 @@ pub struct ListenConfig {
     /// `auto` (per frame), `octet` or `lf`.
     #[serde(default)]
     pub framing: FramingMode,
+    /// What ends a non-transparent frame: `crlf` (LF, one CR before it removed), `lf`, `nul`,
+    /// `lf-or-nul`.
+    #[serde(default)]
+    pub trailer: Trailer,
     /// `auto` (RFC 5424 as senders write it, else RFC 3164), `rfc5424` (strict) or `rfc3164`.
     #[serde(default)]
     pub format: Format,

@@ -451,6 +451,125 @@ mod tests {
         assert_eq!(&out[..], b"\"//5hYg==\"");
     }
 
+    fn encode_one(frame: &[u8], kind: FrameKind) -> (String, BatchCounts) {
+        let classifier = Classifier::builtin();
+        let enc = Encoder::new(Format::Auto, &classifier);
+        let frame = Frame {
+            offset: 0,
+            data: bytes::Bytes::copy_from_slice(frame),
+            kind,
+            wire_len: frame.len() as u64,
+            dropped_before: 0,
+        };
+        let ctx = RecordContext {
+            received_at: "2026-11-26T00:00:00.000000Z",
+            peer: Some("127.0.0.1:5000"),
+            peer_cert: None,
+        };
+        let mut out = BytesMut::new();
+        let mut counts = BatchCounts::new(classifier.categories().len());
+        enc.encode(&frame, &ctx, &mut out, &mut counts);
+        (String::from_utf8(out.to_vec()).unwrap(), counts)
+    }
+
+    #[test]
+    fn record_keys_in_contract_order() {
+        let (line, counts) = encode_one(
+            b"<14>1 2024-03-11T08:00:18.1+00:00 prod k8s.event/ns/web-1/ - - [kubernetes@47450 namespace_name=\"ns\" object_name=\"web-1\" container_name=\"\"] Back-off restarting failed container\n",
+            FrameKind::Complete,
+        );
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"received_at":"2026-11-26T00:00:00.000000Z","peer":"127.0.0.1:5000","facility":1,"severity":6,"#,
+                r#""version":1,"timestamp":"2024-03-11T08:00:18.1+00:00","hostname":"prod","app_name":"k8s.event/ns/web-1/","#,
+                r#""procid":null,"msgid":null,"structured_data":{"kubernetes@47450":{"namespace_name":"ns","object_name":"web-1","container_name":""}},"#,
+                r#""message":"Back-off restarting failed container","#,
+                r#""k8s":{"kind":"event","category":"back_off","namespace":"ns","object":"web-1","container":"","vm_id":null}}"#,
+                "\n"
+            )
+        );
+        assert_eq!((counts.records, counts.events), (1, 1));
+    }
+
+    #[test]
+    fn peer_cert_follows_peer() {
+        let classifier = Classifier::builtin();
+        let enc = Encoder::new(Format::Auto, &classifier);
+        let frame = Frame {
+            offset: 0,
+            data: bytes::Bytes::from_static(b"<14>1 - h a - - - m"),
+            kind: FrameKind::Complete,
+            wire_len: 19,
+            dropped_before: 0,
+        };
+        let ctx = RecordContext {
+            received_at: "2026-11-26T00:00:00.000000Z",
+            peer: Some("127.0.0.1:5000"),
+            peer_cert: Some("fluent-bit.pks-system"),
+        };
+        let mut out = BytesMut::new();
+        let mut counts = BatchCounts::new(classifier.categories().len());
+        enc.encode(&frame, &ctx, &mut out, &mut counts);
+        let line = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            line.starts_with(concat!(
+                r#"{"received_at":"2026-11-26T00:00:00.000000Z","peer":"127.0.0.1:5000","#,
+                r#""peer_cert":"fluent-bit.pks-system","facility":1,"#
+            )),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn repeated_params_become_arrays_and_repeated_ids_merge() {
+        let (line, _) = encode_one(
+            br#"<14>1 - - - - - [a x="1" y="2" x="3\"q"][b z="9"][a x="4" w="5"] m"#,
+            FrameKind::Complete,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["structured_data"],
+            serde_json::json!({"a": {"x": ["1", "3\"q", "4"], "y": "2", "w": "5"}, "b": {"z": "9"}})
+        );
+        // Key order inside the merged element follows first appearance.
+        assert!(line.contains(r#"{"a":{"x":["1","3\"q","4"],"y":"2","w":"5"},"b":{"z":"9"}}"#));
+    }
+
+    #[test]
+    fn errors_and_truncation_are_recorded() {
+        let (line, counts) = encode_one(b"garbage \xff", FrameKind::Complete);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(v["parse_error"].as_str().unwrap().contains("at byte"));
+        assert_eq!(v["raw"], "garbage \u{fffd}");
+        assert_eq!(v["raw_base64"], "Z2FyYmFnZSD/");
+        assert_eq!(v["hostname"], serde_json::Value::Null);
+        assert_eq!(counts.parse_errors, 1);
+
+        let (line, counts) = encode_one(
+            b"007 x",
+            FrameKind::Error(crate::framing::FrameErrorKind::MsgLenLeadingZero),
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["framing_error"], "msg_len_leading_zero");
+        assert_eq!(v["raw"], "007 x");
+        assert_eq!(counts.framing_errors, 1);
+
+        let (line, counts) = encode_one(
+            b"<14>1 - - app - - - cut",
+            FrameKind::Truncated {
+                reason: crate::framing::FrameErrorKind::FrameTooLong,
+                declared_length: Some(99999),
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["message"], "cut");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["truncation"], "frame_too_long");
+        assert_eq!(v["declared_length"], 99999);
+        assert_eq!(counts.truncated, 1);
+    }
+
     #[test]
     fn strips_one_line_end() {
         assert_eq!(strip_trailing_newline(b"a\r\n"), b"a");

@@ -201,7 +201,7 @@ impl Router {
     pub fn mask(&self, facts: &Facts<'_>) -> u64 {
         let mut mask = 0;
         for (i, r) in self.routes.iter().enumerate() {
-            if r.filter.as_ref().map_or(true, |f| f.matches(facts)) {
+            if r.filter.as_ref().is_none_or(|f| f.matches(facts)) {
                 mask |= 1 << i;
             }
         }
@@ -269,6 +269,52 @@ mod tests {
         assert_eq!(b.runs(0b100).count(), 0);
         assert_eq!(b.count(0b01), 3);
         assert_eq!(b.count(0b10), 2);
+    }
+
+    #[test]
+    fn filters_check_every_key_given() {
+        use crate::classify::Classifier;
+        let classifier = Classifier::builtin();
+        let back_off = classifier.category("back_off").unwrap();
+        let started = classifier.category("started").unwrap();
+        let cfg = FilterConfig {
+            category: Some(vec!["back_off".into(), "err_image_pull".into()]),
+            kind: None,
+            app_name_prefix: Some(vec!["k8s.event".into()]),
+            max_severity: Some(6),
+        };
+        let f = Filter::new(&cfg, &classifier).unwrap();
+        let event = |category, severity, app_name| Facts {
+            kind: Some(K8sKind::Event),
+            category,
+            severity,
+            app_name,
+        };
+        assert!(f.matches(&event(Some(back_off), Some(6), Some("k8s.event/ns/x/"))));
+        assert!(!f.matches(&event(Some(started), Some(6), Some("k8s.event/ns/x/"))));
+        assert!(!f.matches(&event(Some(back_off), Some(7), Some("k8s.event/ns/x/"))));
+        assert!(!f.matches(&event(Some(back_off), Some(6), Some("other"))));
+        assert!(!f.matches(&event(None, None, None)));
+        let kinds = Filter::new(
+            &FilterConfig {
+                kind: Some(vec!["pod_log".into(), "other".into()]),
+                ..FilterConfig::default()
+            },
+            &classifier,
+        )
+        .unwrap();
+        assert!(!kinds.matches(&event(Some(back_off), Some(6), None)));
+        assert!(kinds.matches(&Facts {
+            kind: None,
+            category: None,
+            severity: None,
+            app_name: None
+        }));
+        let bad = FilterConfig {
+            category: Some(vec!["nope".into()]),
+            ..FilterConfig::default()
+        };
+        assert!(Filter::new(&bad, &classifier).is_err());
     }
 
     #[tokio::test]

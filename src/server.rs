@@ -43,6 +43,8 @@ use crate::tls::{TlsListener, TlsReload};
 
 /// Reads waiting between a connection's reader and its processor.
 const READS_IN_FLIGHT: usize = 2;
+/// At shutdown, a connection is read until it has been quiet this long.
+const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
 /// At most one "connection refused" log line per this interval.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -284,7 +286,7 @@ impl Listener {
                     Err(_) => {
                         self.metrics.connections_refused.fetch_add(1, Relaxed);
                         refused_since_log += 1;
-                        if last_refusal_log.map_or(true, |t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
                             tracing::warn!(address = %self.local_addr, %peer, refused = refused_since_log,
                                 max_connections = self.cfg.max_connections,
                                 "connection limit reached: refusing connections");
@@ -398,7 +400,8 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
     async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
-        let mut decoder = FrameDecoder::new(self.cfg.framing, self.cfg.max_frame_bytes);
+        let mut decoder = FrameDecoder::new(self.cfg.framing, self.cfg.max_frame_bytes)
+            .with_trailer(self.cfg.trailer);
         let mut buf = BytesMut::with_capacity(read_size);
         let (mut bytes, mut frames_total, mut framing_errors) = (0u64, 0u64, 0u64);
         tracing::debug!(peer = %self.peer, "connection open");
@@ -431,12 +434,12 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
             }
         };
         if close == Close::Shutdown {
-            // Take what the kernel already holds for us, then finish like at EOF.
-            while buf.len() < read_size * 16 {
+            // Take what the sender already sent (it sits in the kernel's socket buffer): read
+            // until the socket has been quiet for SHUTDOWN_QUIET, EOF, or 16 reads' worth.
+            let limit = buf.len() + read_size * 16;
+            while buf.len() < limit {
                 buf.reserve(read_size);
-                // A zero timeout polls the read once: data already buffered, no waiting.
-                let read = tokio::time::timeout(Duration::ZERO, self.stream.read_buf(&mut buf));
-                match read.await {
+                match tokio::time::timeout(SHUTDOWN_QUIET, self.stream.read_buf(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {
                         bytes += n as u64;
                         self.metrics.bytes.fetch_add(n as u64, Relaxed);

@@ -272,3 +272,74 @@ fn serve_writes_records_and_exits_0_on_sigterm() {
     );
     check_pks_records(&read_records(&out));
 }
+
+#[test]
+fn framing_conformance_vectors_through_parse_frames() {
+    let text = std::fs::read_to_string(format!("{DATA}/framing.jsonl")).unwrap();
+    let (mut exact, mut alt) = (0, 0);
+    for line in text.lines() {
+        let c: Value = serde_json::from_str(line).unwrap();
+        let id = c["id"].as_str().unwrap();
+        let framing = match c["mode"].as_str().unwrap() {
+            "nontransparent" => "lf",
+            m => m,
+        };
+        let trailer = match c["trailer"].as_str() {
+            Some("LF") => "lf",
+            Some("NUL") => "nul",
+            Some("LF|NUL") => "lf-or-nul",
+            _ => "crlf",
+        };
+        let max = c["max_frame_len"].to_string();
+        let (code, out, err) = run(
+            &[
+                "parse",
+                "--frames",
+                "--framing",
+                framing,
+                "--trailer",
+                trailer,
+                "--max-frame-bytes",
+                &max,
+            ],
+            &b64(c["stream_b64"].as_str().unwrap()),
+        );
+        assert_eq!(code, 0, "{id}: {err}");
+        let cut = lines(&out);
+        // Frames up to the first error, and that error.
+        let first_error = cut.iter().position(|f| f.get("error").is_some());
+        let frames: Vec<Vec<u8>> = cut[..first_error.unwrap_or(cut.len())]
+            .iter()
+            .map(|f| b64(f["frame_base64"].as_str().unwrap()))
+            .collect();
+        let decode = |v: &Value| -> Vec<Vec<u8>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| b64(s.as_str().unwrap()))
+                .collect()
+        };
+        if frames == decode(&c["expect_frames"]) {
+            exact += 1;
+        } else if c
+            .get("alt_expect_frames")
+            .is_some_and(|a| frames == decode(a))
+        {
+            alt += 1;
+        } else {
+            panic!("{id}: frames {cut:?}");
+        }
+        match c.get("expect_error") {
+            Some(e) => {
+                let i = first_error.unwrap_or_else(|| panic!("{id}: expected error {e}"));
+                assert_eq!(&cut[i]["error"], e, "{id}");
+            }
+            None => assert!(
+                first_error.is_none() || c.get("alt_expect_frames").is_some(),
+                "{id}: unexpected error {cut:?}"
+            ),
+        }
+    }
+    println!("framing conformance via parse --frames: {exact} exact, {alt} via alt_expect_frames");
+    assert_eq!(exact + alt, 47);
+}

@@ -218,7 +218,10 @@ async fn partial_frame_at_shutdown_is_delivered_truncated() {
 async fn connection_limit_refuses_and_idle_timeout_closes() {
     let s = start("max_connections = 1\nidle_timeout_secs = 1", "", "").await;
     let mut first = TcpStream::connect(s.addr).await.unwrap();
-    first.write_all(&oc("<14>1 - - - - -")).await.unwrap();
+    first
+        .write_all(&oc("<14>1 - - - - - - first"))
+        .await
+        .unwrap();
     s.wait_for(1).await;
     // The second connection is accepted and closed at once.
     let mut second = TcpStream::connect(s.addr).await.unwrap();
@@ -241,7 +244,7 @@ async fn connection_limit_refuses_and_idle_timeout_closes() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     // With the slot free again, a new connection is served.
-    send(s.addr, &oc("<14>1 - - - - - again"), || usize::MAX).await;
+    send(s.addr, &oc("<14>1 - - - - - - again"), || usize::MAX).await;
     let recs = s.wait_for(2).await;
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[1]["message"], "again");
@@ -292,4 +295,62 @@ async fn non_utf8_message_keeps_exact_bytes() {
         .decode(recs[0]["message_base64"].as_str().unwrap())
         .unwrap();
     assert_eq!(exact, b"caf\xe9 \xff end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_output_pushes_back_on_the_sender_and_loses_nothing() {
+    use std::io::BufRead;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("slow.fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The reader end: opened now (the server's open of the writer end waits for it), read later.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let f = std::fs::File::open(&reader_path).unwrap();
+        go_rx.recv().unwrap();
+        std::io::BufReader::new(f).lines().count()
+    });
+    let more = format!(
+        "[[output]]\nname = \"slow\"\ntype = \"file\"\npath = {:?}\nqueue_batches = 1\nflush_interval_ms = 10\n",
+        fifo.display().to_string()
+    );
+    let s = start("read_buffer_bytes = 65536", "", &more).await;
+    // 40 copies of the sample: ~43 MB, far more than the pipe, queues and socket buffers hold.
+    let one = std::fs::read(PKS_OCTET).unwrap();
+    let copies = 40;
+    let data: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * copies)
+        .collect();
+    let addr = s.addr;
+    let sender = tokio::spawn(async move { send(addr, &data, || 1 << 20).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The sender is stuck: the server stopped reading because the slow output is full.
+    assert!(
+        !sender.is_finished(),
+        "sender should be blocked by backpressure"
+    );
+    let read = s.metrics.bytes.load(Relaxed);
+    assert!(
+        read < (one.len() * copies / 2) as u64,
+        "server read {read} bytes while its output was stalled"
+    );
+    // Let the output drain: everything arrives, in both outputs.
+    go_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("sender finishes once the output drains")
+        .unwrap();
+    let recs = s.wait_for(2000 * copies).await;
+    assert_eq!(recs.len(), 2000 * copies);
+    s.stop().await;
+    assert_eq!(reader.join().unwrap(), 2000 * copies);
 }

@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 use syslog_sink::classify::Classifier;
 use syslog_sink::cli::{parse_stream, ParseOptions};
-use syslog_sink::framing::FramingMode;
+use syslog_sink::framing::{FramingMode, Trailer};
 use syslog_sink::parse::Format;
 
 /// A reader that returns its data in the given pieces, one per `read` call.
@@ -38,6 +38,7 @@ fn records(data: &[u8], cuts: Vec<usize>, framing: FramingMode) -> Vec<Value> {
     let classifier = Classifier::builtin();
     let opts = ParseOptions {
         framing,
+        trailer: Trailer::CrLf,
         format: Format::Auto,
         max_frame_bytes: 65536,
         frames: false,

@@ -360,6 +360,7 @@ async fn mtls_accepted_with_peer_cert_in_every_record() {
     // No CN: identity from the first DNS SAN, admitted by the wildcard.
     let siem = clients.leaf(None, &["collector.siem.example", "other.example"], false);
     tls_send(s.addr(), &ca.pem, Some(&siem), &small_stream(1, 10), 6).await;
+    s.wait_for(2010).await;
     let m = s.metrics.clone();
     let recs = s.stop().await;
     assert_eq!(recs.len(), 2010);
