@@ -863,3 +863,94 @@ log {{ source(s_in); destination(d_sink); }};
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_reloads_certificates_on_sighup() {
+    let (f, ca1, ca2) = (Files::new(), Ca::new("first CA"), Ca::new("second CA"));
+    let (cert, key) = f.leaf("server", &ca1.server_leaf());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let out = f.path("records.jsonl");
+    let cfg = f.write(
+        "c.toml",
+        &format!(
+            "[server]\nsummary_interval_secs = 0\n[[listen]]\naddress = \"{addr}\"\n{}\
+             [[output]]\nname = \"f\"\ntype = \"file\"\npath = {:?}\nflush_interval_ms = 50\n",
+            tls_section(&cert, &key, None, &[]),
+            out.display().to_string()
+        ),
+    );
+    let log_path = f.path("stderr.log");
+    let mut child = Reaper(
+        Command::new(env!("CARGO_BIN_EXE_syslog-sink"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id().to_string();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut old = None;
+    for _ in 0..200 {
+        if let Ok(c) = tls_connect(addr, &ca1.pem, None).await {
+            old = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut old = old.unwrap_or_else(|| panic!("server did not start:\n{}", log()));
+    old.write_all(&small_stream(1, 1)).await.unwrap();
+    old.flush().await.unwrap();
+    // A new certificate, then SIGHUP: new connections get it.
+    f.leaf("server", &ca2.server_leaf());
+    hup();
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok(mut c) = tls_connect(addr, &ca2.pem, None).await {
+            c.write_all(&small_stream(2, 1)).await.unwrap();
+            c.shutdown().await.unwrap();
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "new certificate not served after SIGHUP:\n{}", log());
+    // A key that does not match, then SIGHUP: reported, the certificate in use stays.
+    f.write("server.key", &ca2.server_leaf().key);
+    hup();
+    assert!(
+        wait_until(Duration::from_secs(10), || log()
+            .contains("TLS reload failed"))
+        .await,
+        "{}",
+        log()
+    );
+    tls_send(addr, &ca2.pem, None, &small_stream(3, 1), 1).await;
+    // The first connection still works.
+    old.write_all(&small_stream(4, 1)).await.unwrap();
+    old.shutdown().await.unwrap();
+    assert!(wait_until(Duration::from_secs(20), || read_records(&out).len() >= 4).await);
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::block_in_place(|| wait_child(&mut child.0, Duration::from_secs(20)));
+    let log = log();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert!(log.contains("TLS certificates reloaded"), "{log}");
+    assert!(log.contains("does not match the certificate in"), "{log}");
+    check_seqs(&read_records(&out), 4);
+}
