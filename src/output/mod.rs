@@ -134,7 +134,8 @@ fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> 
 }
 
 /// Runs output number `index` until its queue closes: takes the lines it wants from each batch,
-/// flushes every `flush_every` and at the end. A failing write or flush is retried with backoff
+/// writes them as soon as its queue is empty (so under load many batches go out in one vectored
+/// write), at the latest every `flush_every`, and at the end. A failing write or flush is retried with backoff
 /// (and logged) while the queue fills up and pushes back on the listeners: nothing is dropped.
 pub async fn run<O: Output>(
     mut out: O,
@@ -160,8 +161,16 @@ pub async fn run<O: Output>(
                     if let Err(e) = out.write(run).await {
                         retry_flush(&mut out, &m.name, &m.errors, e).await;
                     }
+                    dirty = true;
                 }
-                dirty = true;
+                // Nothing else waiting: write now (low latency when idle; under load batches
+                // pile up meanwhile and go out in fewer, larger writes).
+                if dirty && rx.is_empty() {
+                    if let Err(e) = out.flush().await {
+                        retry_flush(&mut out, &m.name, &m.errors, e).await;
+                    }
+                    dirty = false;
+                }
             }
             _ = tick.tick(), if dirty => {
                 if let Err(e) = out.flush().await {
