@@ -545,7 +545,7 @@ impl TlsListener {
             Refused::Handshake(e) => {
                 metrics.tls_handshake_failures.fetch_add(1, Relaxed);
                 if let Some(held) = self.failure_log.check() {
-                    tracing::warn!(listener = %self.key, %peer, reason = %e, not_logged = held,
+                    tracing::warn!(listener = %self.key, %peer, reason = %refusal_reason(&e), not_logged = held,
                         "TLS handshake failed; connection refused");
                 }
             }
@@ -559,6 +559,18 @@ impl TlsListener {
             }
         }
         None
+    }
+}
+
+/// A handshake error as the log shows it: our own verifier's reason unwrapped from rustls'
+/// `Other(OtherError(..))`, anything else as rustls or the OS says it.
+fn refusal_reason(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(why)))) => {
+            why.to_string()
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -408,6 +408,7 @@ async fn assert_refused(client: Option<&Leaf>, other_ca: bool, names: &[&str]) {
     let client_ca = f.write("clients.pem", &clients.pem);
     let s = start_tls(&[tls_section(&cert, &key, Some(&client_ca), names)]).await;
     // A client certificate made by the caller's description, signed by the trusted CA or not.
+    // The stranger CA even has the trusted CA's name: only its key differs.
     let stranger = Ca::new("client CA");
     let leaf = client.map(|l| {
         let signer = if other_ca { &stranger } else { &clients };
