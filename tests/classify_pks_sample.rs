@@ -7,6 +7,9 @@
 //! checks the classifier alone. `tests/classify_samples.rs` runs the same check through
 //! `parse::parse` + `Classifier::classify`.
 
+mod common;
+
+use common::octet_frames;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -15,26 +18,6 @@ use syslog_sink::classify::{Classifier, K8sInfo, SdValues, SD_ID};
 
 const STREAM: &[u8] = include_bytes!("data/pks-sink-2k.octet");
 const EXPECT: &str = include_str!("data/pks-sink-2k.expect.jsonl");
-
-/// Splits an octet-counted stream (`MSG-LEN SP SYSLOG-MSG`, repeated) into frames.
-fn octet_frames(mut stream: &[u8]) -> Vec<&[u8]> {
-    let mut frames = Vec::new();
-    while !stream.is_empty() {
-        let sp = stream
-            .iter()
-            .position(|&b| b == b' ')
-            .expect("MSG-LEN followed by SP");
-        let len: usize = std::str::from_utf8(&stream[..sp])
-            .expect("ASCII MSG-LEN")
-            .parse()
-            .expect("decimal MSG-LEN");
-        let start = sp + 1;
-        assert!(start + len <= stream.len(), "frame overruns the stream");
-        frames.push(&stream[start..start + len]);
-        stream = &stream[start + len..];
-    }
-    frames
-}
 
 /// What the test needs from one RFC 5424 frame.
 struct Parts<'a> {
