@@ -270,6 +270,7 @@ pub fn parse_stream<R: Read, W: Write>(
         let ctx = RecordContext {
             received_at: &received_at,
             peer: None,
+            peer_cert: None,
         };
         loop {
             let next = if eof {
