@@ -17,7 +17,7 @@ USER syslog-sink
 WORKDIR /var/lib/syslog-sink
 # Records go to /var/lib/syslog-sink/out/events.jsonl (the default config's relative path).
 VOLUME ["/var/lib/syslog-sink/out"]
-EXPOSE 1514
+EXPOSE 1514 6514
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/syslog-sink"]
 CMD ["serve", "--config", "/etc/syslog-sink/syslog-sink.toml"]

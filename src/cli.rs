@@ -211,33 +211,24 @@ pub struct ParseOptions {
 }
 
 /// What `parse` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ParseSummary {
     /// Bytes read.
     pub bytes: u64,
     /// Frames cut (each is one output line).
     pub frames: u64,
-    /// Counts of the records.
-    pub records: u64,
-    /// Parse errors.
-    pub parse_errors: u64,
-    /// Framing errors.
-    pub framing_errors: u64,
-    /// Truncated frames.
-    pub truncated: u64,
-    /// Events.
-    pub events: u64,
-    /// Pod logs.
-    pub pod_logs: u64,
+    /// What the records counted (all zero with `--frames`).
+    pub counts: BatchCounts,
 }
 
 impl std::fmt::Display for ParseSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.counts;
         write!(
             f,
             "{} bytes, {} frames, {} records ({} events, {} pod logs), {} parse errors, {} framing errors, {} truncated",
-            self.bytes, self.frames, self.records, self.events, self.pod_logs, self.parse_errors,
-            self.framing_errors, self.truncated
+            self.bytes, self.frames, c.records, c.events, c.pod_logs, c.parse_errors,
+            c.framing_errors, c.truncated
         )
     }
 }
@@ -253,8 +244,10 @@ pub fn parse_stream<R: Read, W: Write>(
     let mut decoder =
         FrameDecoder::new(opts.framing, opts.max_frame_bytes).with_trailer(opts.trailer);
     let encoder = Encoder::new(opts.format, classifier);
-    let mut counts = BatchCounts::new(classifier.categories().len());
-    let mut summary = ParseSummary::default();
+    let mut summary = ParseSummary {
+        counts: BatchCounts::new(classifier.categories().len()),
+        ..ParseSummary::default()
+    };
     let mut buf = BytesMut::with_capacity(READ);
     let mut json = BytesMut::new();
     let started = Instant::now();
@@ -277,6 +270,7 @@ pub fn parse_stream<R: Read, W: Write>(
         let ctx = RecordContext {
             received_at: &received_at,
             peer: None,
+            peer_cert: None,
         };
         loop {
             let next = if eof {
@@ -289,7 +283,7 @@ pub fn parse_stream<R: Read, W: Write>(
             if opts.frames {
                 write_frame_json(&mut json, &frame);
             } else {
-                encoder.encode(&frame, &ctx, &mut json, &mut counts);
+                encoder.encode(&frame, &ctx, &mut json, &mut summary.counts);
             }
             if json.len() >= READ {
                 out.write_all(&json)?;
@@ -308,15 +302,6 @@ pub fn parse_stream<R: Read, W: Write>(
         }
     }
     out.flush()?;
-    summary.records = counts.records;
-    summary.parse_errors = counts.parse_errors;
-    summary.framing_errors = counts.framing_errors;
-    summary.truncated = counts.truncated;
-    summary.events = counts.events;
-    summary.pod_logs = counts.pod_logs;
-    if opts.frames {
-        summary.records = 0;
-    }
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "parse done");
     Ok(summary)
 }

@@ -114,6 +114,38 @@ pub struct ListenConfig {
     /// Bytes asked of the socket per read.
     #[serde(default = "default_read_buffer_bytes")]
     pub read_buffer_bytes: usize,
+    /// `[listen.tls]`: TLS (RFC 5425) on this listener; plain TCP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listen.tls]`: the listener speaks TLS (RFC 5425), optionally requiring client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the server certificate, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the certificate's private key (PKCS#8, RSA or EC).
+    pub key: PathBuf,
+    /// PEM file of CA certificates: when set, clients must present a certificate they issued.
+    pub client_ca: Option<PathBuf>,
+    /// When non-empty (needs `client_ca`), the client certificate's subject CN or a DNS SAN
+    /// must match one of these: exact names, or `*.example.com` (one label in place of `*`).
+    #[serde(default)]
+    pub allowed_client_names: Vec<String>,
+    /// A connection that has not completed its TLS handshake within this many seconds is closed.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+
+impl TlsConfig {
+    /// `handshake_timeout_secs` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -224,6 +256,33 @@ pub struct ClassifyConfig {
     pub rule: Vec<Rule>,
 }
 
+/// Checks a `[listen.tls]` section, reading its files (so `check-config` finds a missing or
+/// mismatched certificate); `prefix` is the section's key (`listen[0].tls`).
+fn validate_tls(t: &TlsConfig, prefix: &str) -> Result<(), ConfigError> {
+    if !(1..=300).contains(&t.handshake_timeout_secs) {
+        return Err(ConfigError(format!(
+            "{prefix}.handshake_timeout_secs: {} is out of range 1..=300",
+            t.handshake_timeout_secs
+        )));
+    }
+    if !t.allowed_client_names.is_empty() && t.client_ca.is_none() {
+        return Err(ConfigError(format!(
+            "{prefix}.allowed_client_names: needs client_ca (client certificates are only \
+             asked for and verified when client_ca is set)"
+        )));
+    }
+    for n in &t.allowed_client_names {
+        if let Err(why) = crate::tls::check_name_pattern(n) {
+            return Err(ConfigError(format!(
+                "{prefix}.allowed_client_names: {n:?}: {why}"
+            )));
+        }
+    }
+    crate::tls::server_config(t)
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("{prefix}.{e}")))
+}
+
 impl Config {
     /// Reads, parses and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -272,7 +331,8 @@ impl Config {
             let addr = l
                 .socket_addr()
                 .map_err(|e| ConfigError(format!("{}: {e}", key("address"))))?;
-            if addrs.contains(&addr) {
+            // Port 0 (an ephemeral port, tests) is a different port each time.
+            if addr.port() != 0 && addrs.contains(&addr) {
                 return err(
                     key("address"),
                     format!("{addr} is used by an earlier listener"),
@@ -299,6 +359,9 @@ impl Config {
                     key("read_buffer_bytes"),
                     format!("{} is out of range 4096..=16777216", l.read_buffer_bytes),
                 );
+            }
+            if let Some(t) = &l.tls {
+                validate_tls(t, &format!("listen[{i}].tls"))?;
             }
         }
         if self.output.len() > MAX_OUTPUTS {

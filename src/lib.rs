@@ -5,7 +5,7 @@
 //! [`server`] (listeners, connections, limits, shutdown) → [`framing`] (RFC 6587 decoders) →
 //! [`parse`] (RFC 5424 / 3164 into a borrowed [`parse::Message`]) → [`classify`] (k8s events) →
 //! [`record`] (the JSON record) → [`route`] (fan-out, bounded queues) → [`output`] (file, stdout),
-//! with [`config`] and [`metrics`] beside them. `main.rs` only parses the command line.
+//! with [`config`] and [`metrics`] beside them, and [`tls`] (RFC 5425) beside [`server`]. `main.rs` only parses the command line.
 
 pub mod classify;
 pub mod cli;
@@ -17,3 +17,4 @@ pub mod parse;
 pub mod record;
 pub mod route;
 pub mod server;
+pub mod tls;

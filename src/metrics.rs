@@ -31,6 +31,11 @@ pub struct Metrics {
     pub connections_closed: AtomicU64,
     /// Bytes read from sockets.
     pub bytes: AtomicU64,
+    /// TLS connections refused in the handshake (no or bad client certificate, name not
+    /// allowed, protocol error, handshake timeout).
+    pub tls_handshake_failures: AtomicU64,
+    /// Plain-text senders on a TLS listener (closed at once).
+    pub tls_plaintext_clients: AtomicU64,
     /// Records produced (one per frame, including error and truncated frames).
     pub records: AtomicU64,
     /// Records whose frame did not parse (delivered with `parse_error` and `raw`).
@@ -109,6 +114,15 @@ impl Metrics {
             self.events.load(Relaxed),
             self.pod_logs.load(Relaxed),
         );
+        for (name, c) in [
+            ("tls_handshake_failures", &self.tls_handshake_failures),
+            ("tls_plaintext_clients", &self.tls_plaintext_clients),
+        ] {
+            let v = c.load(Relaxed);
+            if v > 0 {
+                line.push_str(&format!(" {name}={v}"));
+            }
+        }
         let cats: Vec<String> = self
             .category_names
             .iter()

@@ -1,6 +1,8 @@
 //! Record: turns one [`Frame`] into one JSON object (one line), the product's contract with SIEMs.
 //!
-//! Keys, in this order: `received_at`, `peer`, `facility`, `severity`, `version`, `timestamp`,
+//! Keys, in this order: `received_at`, `peer`, `peer_cert` (only on TLS listeners that verify
+//! client certificates: the client certificate's subject CN, or its first DNS SAN when it has
+//! no CN), `facility`, `severity`, `version`, `timestamp`,
 //! `hostname`, `app_name`, `procid`, `msgid`, `structured_data`, `message`, `message_base64`
 //! (only when MSG is not UTF-8), `k8s` (only for Kubernetes records), then, when they apply,
 //! `parse_error` + `raw` (+ `raw_base64`), `framing_error` + `raw`, `truncated` + `truncation` +
@@ -23,6 +25,9 @@ pub struct RecordContext<'a> {
     pub received_at: &'a str,
     /// `ip:port` of the sender; `None` offline.
     pub peer: Option<&'a str>,
+    /// The sender's verified TLS client certificate identity (CN, else first DNS SAN); `None`
+    /// on plain TCP, offline, or when the listener does not ask for client certificates.
+    pub peer_cert: Option<&'a str>,
 }
 
 /// What the router filters on, for one record.
@@ -76,6 +81,10 @@ impl<'c> Encoder<'c> {
         if let Some(peer) = ctx.peer {
             out.put_slice(b",\"peer\":");
             write_str(out, peer);
+        }
+        if let Some(cert) = ctx.peer_cert {
+            out.put_slice(b",\"peer_cert\":");
+            write_str(out, cert);
         }
         let data: &'f [u8] = &frame.data;
         match frame.kind {
@@ -472,6 +481,7 @@ mod tests {
         let ctx = RecordContext {
             received_at: "2026-11-26T00:00:00.000000Z",
             peer: Some("127.0.0.1:5000"),
+            peer_cert: None,
         };
         let mut out = BytesMut::new();
         let mut counts = BatchCounts::new(classifier.categories().len());
@@ -497,6 +507,35 @@ mod tests {
             )
         );
         assert_eq!((counts.records, counts.events), (1, 1));
+    }
+
+    #[test]
+    fn peer_cert_follows_peer() {
+        let classifier = Classifier::builtin();
+        let enc = Encoder::new(Format::Auto, &classifier);
+        let frame = Frame {
+            offset: 0,
+            data: bytes::Bytes::from_static(b"<14>1 - h a - - - m"),
+            kind: FrameKind::Complete,
+            wire_len: 19,
+            dropped_before: 0,
+        };
+        let ctx = RecordContext {
+            received_at: "2026-11-26T00:00:00.000000Z",
+            peer: Some("127.0.0.1:5000"),
+            peer_cert: Some("fluent-bit.pks-system"),
+        };
+        let mut out = BytesMut::new();
+        let mut counts = BatchCounts::new(classifier.categories().len());
+        enc.encode(&frame, &ctx, &mut out, &mut counts);
+        let line = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            line.starts_with(concat!(
+                r#"{"received_at":"2026-11-26T00:00:00.000000Z","peer":"127.0.0.1:5000","#,
+                r#""peer_cert":"fluent-bit.pks-system","facility":1,"#
+            )),
+            "{line}"
+        );
     }
 
     #[test]

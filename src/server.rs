@@ -7,6 +7,11 @@
 //! one batch and hands it to the [`Router`]. A bounded channel (two reads) joins them, so one
 //! connection keeps two cores busy, and a full output queue stops the reads (TCP backpressure).
 //!
+//! A listener with `[listen.tls]` does the TLS handshake ([`crate::tls`]) in the connection's
+//! task, after the permit is taken and under the handshake timeout; the reader is generic over
+//! the stream, so framing and limits are the same over TLS and plain TCP. SIGHUP re-reads the
+//! TLS certificates ([`Server::tls_reload`]).
+//!
 //! Shutdown (SIGINT/SIGTERM, or [`Server::shutdown_token`]): listeners stop accepting,
 //! connections stop reading, turn what they had read into records (a partial frame becomes a
 //! truncated record), outputs drain their queues, flush and close, and [`Server::run`] returns.
@@ -18,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
@@ -34,6 +39,7 @@ use crate::output::{self, file::FileOutput, stdout::StdoutOutput};
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
 use crate::route::{Batch, Filter, Line, Router};
+use crate::tls::{TlsListener, TlsReload};
 
 /// Reads waiting between a connection's reader and its processor.
 const READS_IN_FLIGHT: usize = 2;
@@ -57,6 +63,8 @@ pub struct Server {
     router: Option<Router>,
     /// Counters.
     metrics: Arc<Metrics>,
+    /// Reloads the TLS listeners' certificates.
+    tls_reload: TlsReload,
 }
 
 /// How [`Server::run`] ended.
@@ -104,9 +112,19 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut local_addrs = Vec::new();
+        let mut tls_listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
+            let tls = match &l.tls {
+                Some(t) => {
+                    let t = Arc::new(TlsListener::new(format!("listen[{i}].tls"), t)?);
+                    tls_listeners.push(t.clone());
+                    Some(t)
+                }
+                None => None,
+            };
             let listener = Listener::bind(
                 l,
+                tls,
                 router.clone(),
                 classifier.clone(),
                 metrics.clone(),
@@ -125,7 +143,13 @@ impl Server {
             outputs,
             router: Some(router),
             metrics,
+            tls_reload: TlsReload::new(tls_listeners),
         })
+    }
+
+    /// What SIGHUP calls: re-reads the TLS listeners' certificate files.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls_reload.clone()
     }
 
     /// The bound addresses, in config order.
@@ -175,6 +199,8 @@ pub struct Listener {
     local_addr: SocketAddr,
     /// The `[[listen]]` section.
     cfg: Arc<ListenConfig>,
+    /// TLS state when the listener has `[listen.tls]`.
+    tls: Option<Arc<TlsListener>>,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
     /// Where the connections' batches go.
@@ -190,9 +216,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds the socket of `cfg`.
+    /// Binds the socket of `cfg`; with `tls`, connections must speak TLS.
     pub async fn bind(
         cfg: &ListenConfig,
+        tls: Option<Arc<TlsListener>>,
         router: Router,
         classifier: Arc<Classifier>,
         metrics: Arc<Metrics>,
@@ -206,11 +233,12 @@ impl Listener {
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let local_addr = listener.local_addr()?;
-        tracing::info!(address = %local_addr, framing = ?cfg.framing, format = ?cfg.format,
+        tracing::info!(address = %local_addr, tls = tls.is_some(), framing = ?cfg.framing, format = ?cfg.format,
             max_frame_bytes = cfg.max_frame_bytes, max_connections = cfg.max_connections, "listening");
         Ok(Listener {
             listener,
             local_addr,
+            tls,
             limit: Arc::new(Semaphore::new(cfg.max_connections)),
             cfg: Arc::new(cfg.clone()),
             router,
@@ -271,28 +299,74 @@ impl Listener {
                 },
             };
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
-            let handler = Handler {
-                stream,
+            let conn = Connection {
                 peer,
                 cfg: self.cfg.clone(),
+                router: self.router.clone(),
+                classifier: self.classifier.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
+                tracker: self.tracker.clone(),
             };
-            let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
-            self.tracker.spawn(process(
-                rx,
-                peer.to_string(),
-                self.cfg.format,
-                self.classifier.clone(),
-                self.router.clone(),
-                self.metrics.clone(),
-            ));
+            let tls = self.tls.clone();
             self.tracker.spawn(async move {
-                handler.run(tx).await;
+                match tls {
+                    None => conn.run(stream, None).await,
+                    Some(tls) => {
+                        let accepted = tokio::select! {
+                            _ = conn.shutdown.cancelled() => None,
+                            s = tls.accept(stream, peer, &conn.metrics) => s,
+                        };
+                        match accepted {
+                            Some(s) => {
+                                let identity = crate::tls::client_identity(&s);
+                                conn.run(s, identity).await;
+                            }
+                            None => {
+                                conn.metrics.connections_closed.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
         tracing::debug!(address = %self.local_addr, "listener stopped");
+    }
+}
+
+/// What a connection's reader and processor share, before the stream is known.
+struct Connection {
+    peer: SocketAddr,
+    cfg: Arc<ListenConfig>,
+    router: Router,
+    classifier: Arc<Classifier>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Connection {
+    /// Starts the processor and reads `stream` (plain TCP or TLS) until it ends.
+    async fn run<S: AsyncRead + Unpin + Send>(self, stream: S, peer_cert: Option<String>) {
+        let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
+        self.tracker.spawn(process(
+            rx,
+            self.peer.to_string(),
+            peer_cert,
+            self.cfg.format,
+            self.classifier.clone(),
+            self.router,
+            self.metrics.clone(),
+        ));
+        let handler = Handler {
+            stream,
+            peer: self.peer,
+            cfg: self.cfg,
+            metrics: self.metrics,
+            shutdown: self.shutdown,
+        };
+        handler.run(tx).await;
     }
 }
 
@@ -306,11 +380,11 @@ enum Close {
     ProcessorGone,
 }
 
-/// Reads one connection and cuts it into frames.
+/// Reads one connection (plain TCP or TLS) and cuts it into frames.
 #[derive(Debug)]
-struct Handler {
+struct Handler<S> {
     /// The connection.
-    stream: TcpStream,
+    stream: S,
     /// Its remote address.
     peer: SocketAddr,
     /// The listener's settings.
@@ -321,7 +395,7 @@ struct Handler {
     shutdown: CancellationToken,
 }
 
-impl Handler {
+impl<S: AsyncRead + Unpin + Send> Handler<S> {
     /// Reads until EOF, idle timeout, error or shutdown; sends each read's frames to the processor.
     async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
         let started = Instant::now();
@@ -398,8 +472,8 @@ impl Handler {
 }
 
 /// One read, bounded by the idle timeout; `None` when it expired.
-async fn read_with_timeout(
-    stream: &mut TcpStream,
+async fn read_with_timeout<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     idle: Option<Duration>,
 ) -> Option<io::Result<usize>> {
@@ -442,6 +516,7 @@ fn count_errors(frames: &[Frame]) -> u64 {
 async fn process(
     mut rx: mpsc::Receiver<Vec<Frame>>,
     peer: String,
+    peer_cert: Option<String>,
     format: Format,
     classifier: Arc<Classifier>,
     router: Router,
@@ -455,6 +530,7 @@ async fn process(
         let ctx = RecordContext {
             received_at: &received_at,
             peer: Some(&peer),
+            peer_cert: peer_cert.as_deref(),
         };
         let batch = encode_batch(&encoder, &router, frames, &ctx, &mut out, &mut counts);
         metrics.add(&counts);
@@ -503,6 +579,22 @@ pub async fn serve(config: Config) -> Result<Stopped, ConfigError> {
     let server = Server::start(&config).await?;
     let token = server.shutdown_token();
     let metrics = server.metrics();
+    let reload = server.tls_reload();
+    let sighup = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; TLS certificates will not be reloaded");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading TLS certificates");
+            // Errors are logged by reload(); the old certificates stay in use.
+            let _ = reload.reload();
+        }
+    });
     let summary = (config.server.summary_interval_secs > 0).then(|| {
         tokio::spawn(crate::metrics::summary_loop(
             metrics.clone(),
@@ -528,6 +620,7 @@ pub async fn serve(config: Config) -> Result<Stopped, ConfigError> {
     if let Some(s) = summary {
         s.abort();
     }
+    sighup.abort();
     tracing::info!(target: "syslog_sink::summary", "{}", metrics.summary(0, started.elapsed()));
     match stopped {
         Stopped::Clean => tracing::info!("stopped: every record read was written"),

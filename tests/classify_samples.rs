@@ -7,6 +7,9 @@
 //! test fails (it must still compile). `tests/classify_pks_sample.rs` checks the classifier core
 //! on the same data without the parser.
 
+mod common;
+
+use common::octet_frames;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -16,26 +19,6 @@ use syslog_sink::parse::{parse, Format};
 
 const STREAM: &[u8] = include_bytes!("data/pks-sink-2k.octet");
 const EXPECT: &str = include_str!("data/pks-sink-2k.expect.jsonl");
-
-/// Splits an octet-counted stream (`MSG-LEN SP SYSLOG-MSG`, repeated) into frames.
-fn octet_frames(mut stream: &[u8]) -> Vec<&[u8]> {
-    let mut frames = Vec::new();
-    while !stream.is_empty() {
-        let sp = stream
-            .iter()
-            .position(|&b| b == b' ')
-            .expect("MSG-LEN followed by SP");
-        let len: usize = std::str::from_utf8(&stream[..sp])
-            .expect("ASCII MSG-LEN")
-            .parse()
-            .expect("decimal MSG-LEN");
-        let start = sp + 1;
-        assert!(start + len <= stream.len(), "frame overruns the stream");
-        frames.push(&stream[start..start + len]);
-        stream = &stream[start + len..];
-    }
-    frames
-}
 
 fn opt_str(v: &Value, key: &str) -> Option<String> {
     match &v[key] {

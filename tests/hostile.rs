@@ -277,21 +277,18 @@ async fn half_closed_client_has_all_its_data_recorded() {
     s.stop().await;
 }
 
-/// The PKS octet sample cut into its frames.
+/// The PKS octet sample cut into its frames (MSG-LEN SP MSG each).
 fn pks_frames() -> Vec<Vec<u8>> {
     let data = std::fs::read(PKS_OCTET).unwrap();
-    let mut frames = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let sp = pos + data[pos..].iter().position(|&b| b == b' ').unwrap();
-        let len: usize = std::str::from_utf8(&data[pos..sp])
-            .unwrap()
-            .parse()
-            .unwrap();
-        frames.push(data[pos..sp + 1 + len].to_vec());
-        pos = sp + 1 + len;
-    }
-    frames
+    let mut start = 0;
+    octet_frame_ends(&data)
+        .into_iter()
+        .map(|end| {
+            let f = data[start..end].to_vec();
+            start = end;
+            f
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

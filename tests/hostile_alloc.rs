@@ -67,6 +67,7 @@ fn run(mode: FramingMode, head: &[u8], fill: u8, body_len: usize) -> (usize, Vec
     let ctx = RecordContext {
         received_at: "2026-11-26T10:50:29.123456Z",
         peer: Some("127.0.0.1:5140"),
+        peer_cert: None,
     };
     let mut counts = BatchCounts::new(classifier.categories().len());
     let mut kinds = Vec::new();

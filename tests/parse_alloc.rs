@@ -2,6 +2,9 @@
 //! walked through `chunks()`, every timestamp through `timestamp_parsed()`, with a counting global
 //! allocator watching.
 
+mod common;
+
+use common::octet_frames;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,23 +35,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn octet_frames(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut frames = Vec::new();
-    while !data.is_empty() {
-        let sp = data
-            .iter()
-            .position(|&c| c == b' ')
-            .expect("SP after MSG-LEN");
-        let len: usize = std::str::from_utf8(&data[..sp])
-            .expect("ASCII MSG-LEN")
-            .parse()
-            .expect("decimal MSG-LEN");
-        frames.push(&data[sp + 1..sp + 1 + len]);
-        data = &data[sp + 1 + len..];
-    }
-    frames
-}
 
 /// Parses and walks every frame; returns (params, chunk bytes, timestamps, errors) so the work
 /// cannot be optimised away.

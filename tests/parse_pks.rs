@@ -1,26 +1,11 @@
 //! The PKS/TKGI sample (`tests/data/pks-sink-2k.octet`, 2,000 octet-counted messages) parses under
 //! `Format::Auto` with the fields `pks-sink-2k.expect.jsonl` lists.
 
+mod common;
+
+use common::octet_frames;
 use serde_json::Value;
 use syslog_sink::parse::{parse, Format, Protocol};
-
-/// Cuts an octet-counted stream (`LEN SP MSG`...) into frames; panics on bad framing (test data).
-fn octet_frames(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut frames = Vec::new();
-    while !data.is_empty() {
-        let sp = data
-            .iter()
-            .position(|&c| c == b' ')
-            .expect("SP after MSG-LEN");
-        let len: usize = std::str::from_utf8(&data[..sp])
-            .expect("ASCII MSG-LEN")
-            .parse()
-            .expect("decimal MSG-LEN");
-        frames.push(&data[sp + 1..sp + 1 + len]);
-        data = &data[sp + 1 + len..];
-    }
-    frames
-}
 
 fn opt(v: Option<&str>) -> Value {
     v.map_or(Value::Null, |s| Value::String(s.to_owned()))

@@ -39,15 +39,7 @@ async fn pks_prefix_one_byte_per_write() {
     let s = start("", "", "").await;
     let data = std::fs::read(PKS_OCTET).unwrap();
     // The first 60 messages, one byte per write (each byte boundary is a split point).
-    let mut end = 0;
-    for _ in 0..60 {
-        let sp = data[end..].iter().position(|&b| b == b' ').unwrap();
-        let len: usize = std::str::from_utf8(&data[end..end + sp])
-            .unwrap()
-            .parse()
-            .unwrap();
-        end += sp + 1 + len;
-    }
+    let end = octet_frame_ends(&data)[59];
     send(s.addr, &data[..end], || 1).await;
     let recs = s.stop().await;
     assert_eq!(recs.len(), 60);
@@ -75,21 +67,8 @@ async fn four_connections_at_once() {
     let s = start("", "", "").await;
     let data = std::fs::read(PKS_OCTET).unwrap();
     // Cut the octet stream into 4 parts at frame boundaries, one connection each.
-    let mut bounds = vec![0];
-    let mut pos = 0;
-    let mut n = 0;
-    while pos < data.len() {
-        let sp = data[pos..].iter().position(|&b| b == b' ').unwrap();
-        let len: usize = std::str::from_utf8(&data[pos..pos + sp])
-            .unwrap()
-            .parse()
-            .unwrap();
-        pos += sp + 1 + len;
-        n += 1;
-        if n % 500 == 0 {
-            bounds.push(pos);
-        }
-    }
+    let ends = octet_frame_ends(&data);
+    let bounds = [0, ends[499], ends[999], ends[1499], ends[1999]];
     let mut tasks = Vec::new();
     for w in bounds.windows(2) {
         let part = data[w[0]..w[1]].to_vec();

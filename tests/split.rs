@@ -89,18 +89,7 @@ fn every_byte_boundary_gives_the_same_records() {
                 }
                 end
             }
-            _ => {
-                let mut end = 0;
-                for _ in 0..n {
-                    let sp = data[end..].iter().position(|&b| b == b' ').unwrap();
-                    let len: usize = std::str::from_utf8(&data[end..end + sp])
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    end += sp + 1 + len;
-                }
-                end
-            }
+            _ => octet_frame_ends(&data)[n - 1],
         };
         let data = &data[..prefix_len];
         let whole = records(data, vec![], framing);

@@ -175,3 +175,42 @@ pub fn check_pks_records(records: &[Value]) {
 pub fn oc(msg: &str) -> Vec<u8> {
     format!("{} {msg}", msg.len()).into_bytes()
 }
+
+/// End offset (exclusive) of each frame of an octet-counted stream (`MSG-LEN SP MSG`...);
+/// panics on bad framing (test data only).
+pub fn octet_frame_ends(stream: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut pos = 0;
+    while pos < stream.len() {
+        let sp = stream[pos..]
+            .iter()
+            .position(|&b| b == b' ')
+            .expect("MSG-LEN followed by SP");
+        let len: usize = std::str::from_utf8(&stream[pos..pos + sp])
+            .expect("ASCII MSG-LEN")
+            .parse()
+            .expect("decimal MSG-LEN");
+        pos += sp + 1 + len;
+        assert!(pos <= stream.len(), "frame overruns the stream");
+        ends.push(pos);
+    }
+    ends
+}
+
+/// The SYSLOG-MSGs of an octet-counted stream, without MSG-LEN (test data only).
+pub fn octet_frames(stream: &[u8]) -> Vec<&[u8]> {
+    let mut start = 0;
+    octet_frame_ends(stream)
+        .into_iter()
+        .map(|end| {
+            let sp = start
+                + stream[start..end]
+                    .iter()
+                    .position(|&b| b == b' ')
+                    .unwrap_or(0);
+            let frame = &stream[sp + 1..end];
+            start = end;
+            frame
+        })
+        .collect()
+}
