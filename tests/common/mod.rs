@@ -74,6 +74,11 @@ impl Running {
             .expect("server stops within 30 s")
             .expect("server task");
         assert_eq!(stopped, Stopped::Clean);
+        let bytes = std::fs::read(&self.out).unwrap_or_default();
+        assert!(
+            bytes.last().is_none_or(|&b| b == b'\n'),
+            "output ends in a partial line after shutdown"
+        );
         read_records(&self.out)
     }
 
@@ -90,9 +95,13 @@ impl Running {
     }
 }
 
-/// Every line of a JSON-lines file, parsed (each line must be valid JSON).
+/// Every complete line of a JSON-lines file, parsed (each must be valid JSON). A last line
+/// without its LF is still being written by the output (the file is polled while the server
+/// runs) and is left for the next read; after [`Running::stop`] the file ends with a LF.
 pub fn read_records(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..complete]).expect("records are UTF-8");
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
