@@ -17,6 +17,10 @@ use crate::parse::Format;
 pub const MIN_FRAME_BYTES: usize = 1;
 /// Largest accepted `max_frame_bytes` (16 MiB).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// `max_buffered_bytes` must leave at least this much room for a read beyond one frame.
+pub const MIN_READ_ROOM: usize = 64;
+/// Largest accepted `max_buffered_bytes` (1 GiB).
+pub const MAX_BUFFERED_BYTES: usize = 1 << 30;
 /// At most this many outputs (each output is one bit of a record's routing mask).
 pub const MAX_OUTPUTS: usize = 64;
 
@@ -114,6 +118,15 @@ pub struct ListenConfig {
     /// Bytes asked of the socket per read.
     #[serde(default = "default_read_buffer_bytes")]
     pub read_buffer_bytes: usize,
+    /// Most connections open at once from one peer IP on this listener; more are refused.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Most bytes buffered for one connection (read but not yet cut into frames); reads take
+    /// only what fits. Default `max_frame_bytes + read_buffer_bytes`; see [`Self::max_buffered`].
+    pub max_buffered_bytes: Option<usize>,
+    /// Messages per second one peer IP may send (all its connections together); above it the
+    /// connections' reads pause (TCP backpressure, nothing dropped). No limit when absent.
+    pub max_messages_per_sec: Option<u64>,
     /// `[listen.tls]`: TLS (RFC 5425) on this listener; plain TCP when absent.
     pub tls: Option<TlsConfig>,
 }
@@ -154,6 +167,9 @@ fn default_max_frame_bytes() -> usize {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_connections_per_ip() -> usize {
+    64
+}
 fn default_idle_timeout_secs() -> u64 {
     600
 }
@@ -170,6 +186,12 @@ impl ListenConfig {
                 self.address
             ))
         })
+    }
+
+    /// `max_buffered_bytes`, or its default `max_frame_bytes + read_buffer_bytes`.
+    pub fn max_buffered(&self) -> usize {
+        self.max_buffered_bytes
+            .unwrap_or(self.max_frame_bytes.saturating_add(self.read_buffer_bytes))
     }
 
     /// `idle_timeout_secs` as a duration, `None` for never.
@@ -359,6 +381,34 @@ impl Config {
                     key("read_buffer_bytes"),
                     format!("{} is out of range 4096..=16777216", l.read_buffer_bytes),
                 );
+            }
+            if l.max_connections_per_ip == 0 || l.max_connections_per_ip > 1_000_000 {
+                return err(
+                    key("max_connections_per_ip"),
+                    format!("{} is out of range 1..=1000000", l.max_connections_per_ip),
+                );
+            }
+            // The decoder keeps up to max_frame_bytes plus a 21-octet MSG-LEN between reads;
+            // the buffer must hold that and still leave room to read.
+            let min_buffered = l.max_frame_bytes + MIN_READ_ROOM;
+            if let Some(b) = l.max_buffered_bytes {
+                if !(min_buffered..=MAX_BUFFERED_BYTES).contains(&b) {
+                    return err(
+                        key("max_buffered_bytes"),
+                        format!(
+                            "{b} is out of range {min_buffered}..={MAX_BUFFERED_BYTES} \
+                             (at least max_frame_bytes + {MIN_READ_ROOM})"
+                        ),
+                    );
+                }
+            }
+            if let Some(r) = l.max_messages_per_sec {
+                if r == 0 || r > 100_000_000 {
+                    return err(
+                        key("max_messages_per_sec"),
+                        format!("{r} is out of range 1..=100000000"),
+                    );
+                }
             }
             if let Some(t) = &l.tls {
                 validate_tls(t, &format!("listen[{i}].tls"))?;

@@ -5,12 +5,14 @@
 //! [`server`] (listeners, connections, limits, shutdown) → [`framing`] (RFC 6587 decoders) →
 //! [`parse`] (RFC 5424 / 3164 into a borrowed [`parse::Message`]) → [`classify`] (k8s events) →
 //! [`record`] (the JSON record) → [`route`] (fan-out, bounded queues) → [`output`] (file, stdout),
-//! with [`config`] and [`metrics`] beside them, and [`tls`] (RFC 5425) beside [`server`]. `main.rs` only parses the command line.
+//! with [`config`] and [`metrics`] beside them, and [`tls`] (RFC 5425) and [`limits`] (per-peer
+//! limits) beside [`server`]. `main.rs` only parses the command line.
 
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod framing;
+pub mod limits;
 pub mod metrics;
 pub mod output;
 pub mod parse;

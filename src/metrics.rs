@@ -31,6 +31,14 @@ pub struct Metrics {
     pub connections_closed: AtomicU64,
     /// Bytes read from sockets.
     pub bytes: AtomicU64,
+    /// Connections refused at `max_connections_per_ip`.
+    pub connections_refused_per_ip: AtomicU64,
+    /// Times a connection's reads paused at `max_messages_per_sec` (backpressure).
+    pub rate_limit_pauses: AtomicU64,
+    /// Milliseconds those pauses added up to.
+    pub rate_limit_paused_ms: AtomicU64,
+    /// Reads shortened because the connection's buffer was at `max_buffered_bytes`.
+    pub buffer_limit_hits: AtomicU64,
     /// TLS connections refused in the handshake (no or bad client certificate, name not
     /// allowed, protocol error, handshake timeout).
     pub tls_handshake_failures: AtomicU64,
@@ -117,6 +125,10 @@ impl Metrics {
         for (name, c) in [
             ("tls_handshake_failures", &self.tls_handshake_failures),
             ("tls_plaintext_clients", &self.tls_plaintext_clients),
+            ("refused_per_ip", &self.connections_refused_per_ip),
+            ("rate_limit_pauses", &self.rate_limit_pauses),
+            ("rate_limit_paused_ms", &self.rate_limit_paused_ms),
+            ("buffer_limit_hits", &self.buffer_limit_hits),
         ] {
             let v = c.load(Relaxed);
             if v > 0 {

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::classify::Classifier;
 use crate::config::{AtLimit, Config, ConfigError, ListenConfig, OutputType};
 use crate::framing::{Frame, FrameDecoder, FrameKind};
+use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
 use crate::output::{self, file::FileOutput, stdout::StdoutOutput};
 use crate::parse::Format;
@@ -203,6 +204,8 @@ pub struct Listener {
     tls: Option<Arc<TlsListener>>,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
+    /// Per-peer-IP connection count and message rate.
+    peers: Arc<PeerLimits>,
     /// Where the connections' batches go.
     router: Router,
     /// Shared classification rules.
@@ -240,6 +243,7 @@ impl Listener {
             local_addr,
             tls,
             limit: Arc::new(Semaphore::new(cfg.max_connections)),
+            peers: Arc::new(PeerLimits::new(cfg, metrics.clone())),
             cfg: Arc::new(cfg.clone()),
             router,
             classifier,
@@ -298,9 +302,15 @@ impl Listener {
                     }
                 },
             };
+            // Per peer IP (counted and logged by `admit`); the global slot goes back at once.
+            let Some(peer_guard) = self.peers.admit(peer.ip()) else {
+                drop((stream, permit));
+                continue;
+            };
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
             let conn = Connection {
                 peer,
+                peer_guard,
                 cfg: self.cfg.clone(),
                 router: self.router.clone(),
                 classifier: self.classifier.clone(),
@@ -338,6 +348,7 @@ impl Listener {
 /// What a connection's reader and processor share, before the stream is known.
 struct Connection {
     peer: SocketAddr,
+    peer_guard: PeerGuard,
     cfg: Arc<ListenConfig>,
     router: Router,
     classifier: Arc<Classifier>,
@@ -362,6 +373,7 @@ impl Connection {
         let handler = Handler {
             stream,
             peer: self.peer,
+            peer_guard: self.peer_guard,
             cfg: self.cfg,
             metrics: self.metrics,
             shutdown: self.shutdown,
@@ -387,6 +399,8 @@ struct Handler<S> {
     stream: S,
     /// Its remote address.
     peer: SocketAddr,
+    /// Its share of the per-IP limits (the slot is given back when the handler ends).
+    peer_guard: PeerGuard,
     /// The listener's settings.
     cfg: Arc<ListenConfig>,
     /// Counters.
@@ -400,19 +414,19 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
     async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
+        let max_buffered = self.cfg.max_buffered();
         let mut decoder = FrameDecoder::new(self.cfg.framing, self.cfg.max_frame_bytes)
             .with_trailer(self.cfg.trailer);
         let mut buf = BytesMut::with_capacity(read_size);
         let (mut bytes, mut frames_total, mut framing_errors) = (0u64, 0u64, 0u64);
         tracing::debug!(peer = %self.peer, "connection open");
         let close = loop {
-            if buf.capacity() - buf.len() < read_size / 2 {
-                buf.reserve(read_size);
-            }
+            // Never more than max_buffered_bytes held for this connection.
+            let room = read_room(&mut buf, read_size, max_buffered, &self.metrics);
             let read = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break Close::Shutdown,
-                r = read_with_timeout(&mut self.stream, &mut buf, self.cfg.idle_timeout()) => r,
+                r = read_with_timeout(&mut self.stream, &mut buf, room, self.cfg.idle_timeout()) => r,
             };
             match read {
                 None => break Close::Idle,
@@ -427,24 +441,41 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
                 }
             }
             let frames = decode_available(&mut decoder, &mut buf, false);
-            frames_total += frames.len() as u64;
+            let n_frames = frames.len();
+            frames_total += n_frames as u64;
             framing_errors += count_errors(&frames);
             if !frames.is_empty() && tx.send(frames).await.is_err() {
                 break Close::ProcessorGone;
             }
+            // Over the peer's message rate: what was read goes on, the next read waits.
+            if let Some(wait) = self.peer_guard.throttle(n_frames) {
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => break Close::Shutdown,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         };
         if close == Close::Shutdown {
             // Take what the sender already sent (it sits in the kernel's socket buffer): read
-            // until the socket has been quiet for SHUTDOWN_QUIET, EOF, or 16 reads' worth.
-            let limit = buf.len() + read_size * 16;
-            while buf.len() < limit {
-                buf.reserve(read_size);
-                match tokio::time::timeout(SHUTDOWN_QUIET, self.stream.read_buf(&mut buf)).await {
+            // until the socket has been quiet for SHUTDOWN_QUIET, EOF, or 16 reads, cutting
+            // frames as they come so the buffer stays within max_buffered_bytes.
+            for _ in 0..16 {
+                let room = read_room(&mut buf, read_size, max_buffered, &self.metrics);
+                let mut limited = (&mut buf).limit(room);
+                match tokio::time::timeout(SHUTDOWN_QUIET, self.stream.read_buf(&mut limited)).await
+                {
                     Ok(Ok(n)) if n > 0 => {
                         bytes += n as u64;
                         self.metrics.bytes.fetch_add(n as u64, Relaxed);
                     }
                     _ => break,
+                }
+                let frames = decode_available(&mut decoder, &mut buf, false);
+                frames_total += frames.len() as u64;
+                framing_errors += count_errors(&frames);
+                if !frames.is_empty() && tx.send(frames).await.is_err() {
+                    break;
                 }
             }
         }
@@ -471,15 +502,19 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
     }
 }
 
-/// One read, bounded by the idle timeout; `None` when it expired.
+/// One read of at most `room` bytes, bounded by the idle timeout; `None` when it expired.
 async fn read_with_timeout<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
+    room: usize,
     idle: Option<Duration>,
 ) -> Option<io::Result<usize>> {
+    let mut limited = buf.limit(room);
     match idle {
-        Some(d) => tokio::time::timeout(d, stream.read_buf(buf)).await.ok(),
-        None => Some(stream.read_buf(buf).await),
+        Some(d) => tokio::time::timeout(d, stream.read_buf(&mut limited))
+            .await
+            .ok(),
+        None => Some(stream.read_buf(&mut limited).await),
     }
 }
 
