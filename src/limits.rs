@@ -209,27 +209,29 @@ impl Drop for PeerGuard {
 }
 
 /// Prepares `buf` for the next read of at most `read_size` bytes and returns how many bytes
-/// that read may take so that `buf` never holds more than `max_buffered` bytes. Reserves only
-/// what the read may fill; a read clamped by the limit is counted in
+/// that read may take so that `buf` never holds more than `max_buffered` bytes (the read takes
+/// the smaller of that and the spare capacity). Grows the buffer only when less than half a
+/// read is spare, and then by what the read may take, so an idle connection or one holding a
+/// partial frame does not get more memory. A read clamped by the limit is counted in
 /// [`Metrics::buffer_limit_hits`].
 ///
 /// Between reads the framing decoder keeps at most `max_frame_bytes` plus a 21-octet header of
 /// one frame, and `max_buffered` is at least `max_frame_bytes + 64` (checked by the config), so
-/// the room is never 0.
+/// the room is never 0; it is at least 1 in any case, so a read never looks like EOF.
 pub fn read_room(
     buf: &mut BytesMut,
     read_size: usize,
     max_buffered: usize,
     metrics: &Metrics,
 ) -> usize {
-    let room = max_buffered.saturating_sub(buf.len()).min(read_size);
+    let room = max_buffered.saturating_sub(buf.len()).min(read_size).max(1);
     if room < read_size {
         metrics.buffer_limit_hits.fetch_add(1, Relaxed);
     }
-    if buf.capacity() - buf.len() < room.max(1) {
-        buf.reserve(room.max(1));
+    if buf.capacity() - buf.len() < room.min(read_size / 2).max(1) {
+        buf.reserve(room);
     }
-    room.max(1)
+    room
 }
 
 #[cfg(test)]
@@ -355,7 +357,10 @@ mod tests {
         // A decoder that keeps everything (the worst case): the buffer stops at the limit.
         for _ in 0..10 {
             let room = read_room(&mut buf, read, max, &metrics);
-            buf.extend_from_slice(&vec![b'x'; room.min(max.saturating_sub(buf.len()))]);
+            // A read takes at most the room and the spare capacity.
+            let n = room.min(buf.capacity() - buf.len());
+            assert!(n > 0 || buf.len() == max);
+            buf.extend_from_slice(&vec![b'x'; n.min(max - buf.len())]);
             assert!(buf.len() <= max, "{}", buf.len());
         }
         assert_eq!(buf.len(), max);
@@ -365,5 +370,11 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(read_room(&mut buf, read, max, &metrics), read);
         assert!(buf.capacity() >= read);
+        // Half a read or more spare (a partial frame waiting for its end): no growth.
+        let mut buf = BytesMut::with_capacity(2 * read);
+        buf.extend_from_slice(&vec![b'x'; read + 100]);
+        let cap = buf.capacity();
+        read_room(&mut buf, read, max, &metrics);
+        assert_eq!(buf.capacity(), cap);
     }
 }
