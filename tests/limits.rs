@@ -159,3 +159,21 @@ async fn a_flooding_connection_does_not_delay_another() {
     assert_eq!(recs.len(), total, "every flood and probe record");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_limit_shortens_reads_and_loses_nothing() {
+    // The smallest buffer the config allows for 20000-byte frames (the sample's largest is
+    // 19998): reads are cut to what fits, every message still arrives whole.
+    let s = start(
+        "max_frame_bytes = 20000\nmax_buffered_bytes = 20064\nread_buffer_bytes = 16384",
+        "",
+        "",
+    )
+    .await;
+    let data = std::fs::read(PKS_OCTET).unwrap();
+    let mut rng = Rng(5);
+    send(s.addr, &data, || rng.upto(40_000)).await;
+    s.wait_for(2000).await;
+    assert!(s.metrics.buffer_limit_hits.load(Relaxed) > 0);
+    check_pks_records(&s.stop().await);
+}
