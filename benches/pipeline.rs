@@ -49,6 +49,7 @@ fn stages(c: &mut Criterion) {
     let ctx = RecordContext {
         received_at: "2026-11-26T10:00:00.000000Z",
         peer: Some("10.0.0.1:50000"),
+        peer_cert: None,
     };
     let mut out = BytesMut::with_capacity(4 << 20);
     let mut counts = BatchCounts::new(classifier.categories().len());
