@@ -6,17 +6,28 @@ mod common;
 
 use common::octet_frames;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use syslog_sink::parse::{parse, Format};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread (the test harness's other threads do not count).
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> usize {
+    ALLOCS.with(Cell::get)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -27,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -74,9 +85,9 @@ fn parsing_pks_sample_does_not_allocate() {
     let frames = octet_frames(&data);
     assert_eq!(frames.len(), 2000);
 
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocations();
     let (params, bytes, stamps, errors) = walk(&frames);
-    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    let allocs = allocations() - before;
 
     println!("alloc: {allocs} allocations for 2000 frames, {params} params, {stamps} timestamps");
     assert_eq!(errors, 0);
@@ -87,7 +98,7 @@ fn parsing_pks_sample_does_not_allocate() {
 
     // The counter works: an escaped value's `unescaped()` allocates.
     let frame = br#"<13>1 - h a - - [id v="a\"b"]"#;
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocations();
     let owned = parse(frame, Format::Auto)
         .ok()
         .and_then(|m| m.structured_data)
@@ -95,8 +106,5 @@ fn parsing_pks_sample_does_not_allocate() {
         .and_then(|el| el.param("v"))
         .map(|v| v.unescaped().into_owned());
     assert_eq!(owned.as_deref(), Some("a\"b"));
-    assert!(
-        ALLOCS.load(Ordering::SeqCst) > before,
-        "allocation counter does not count"
-    );
+    assert!(allocations() > before, "allocation counter does not count");
 }
