@@ -1,0 +1,370 @@
+//! The `syslog` output against a real receiver: syslog-ng 3.38 (Debian package
+//! `syslog-ng-core`) started by the test in the foreground from a config in a temporary folder,
+//! listening on a loopback port and writing every message it receives to a file. The PKS
+//! sample goes into syslog-sink and out through the forwarding output; the tests check what the
+//! receiver stored, by the `seq=` token at the end of every message. Every wait is bounded.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use common::{octet_frames, start, PKS_OCTET};
+use syslog_sink::parse::{parse, Format};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Messages in the PKS sample.
+const N: usize = 2000;
+
+/// Fails (does not skip) when a tool the test needs is missing.
+fn require(tool: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{tool} is not installed: apt-get install -y {package} (.ci/run installs it)");
+}
+
+/// A free loopback port (bound, then released for the receiver).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// syslog-ng as a receiver: `syslog(transport(tcp))` source (RFC 5424, octet counting) into a
+/// file, one record per message: `PRI|HOST|PROGRAM|PID|MSGID|MSG<<END>>` and LF (a MSG may
+/// hold LFs and bytes that are not UTF-8).
+struct Receiver {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    bin: PathBuf,
+    starts: usize,
+}
+
+impl Receiver {
+    fn new(port: u16) -> Receiver {
+        let bin = require("syslog-ng", "syslog-ng-core");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = format!(
+            r#"@version: 3.38
+options {{ keep-hostname(yes); use-dns(no); stats-freq(0); create-dirs(no); log-msg-size(65536); }};
+source s_in {{ syslog(transport(tcp) ip("127.0.0.1") port({port}) max-connections(10)); }};
+destination d_out {{
+  file("{out}" flush-lines(1)
+       template("${{PRI}}|${{HOST}}|${{PROGRAM}}|${{PID}}|${{MSGID}}|${{MSG}}<<END>>\n"));
+}};
+log {{ source(s_in); destination(d_out); }};
+"#,
+            out = dir.path().join("out.log").display(),
+        );
+        std::fs::write(dir.path().join("syslog-ng.conf"), conf).expect("write config");
+        Receiver {
+            dir,
+            port,
+            child: None,
+            bin,
+            starts: 0,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts syslog-ng in the foreground and waits (at most 10 s) until its port accepts.
+    fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.path(&format!("syslog-ng.{}.log", self.starts)))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .arg("-F")
+            .arg("--no-caps")
+            .arg("-f")
+            .arg(self.path("syslog-ng.conf"))
+            .arg("-R")
+            .arg(self.path("syslog-ng.persist"))
+            .arg("-p")
+            .arg(self.path("syslog-ng.pid"))
+            .arg("-c")
+            .arg(self.path("syslog-ng.ctl"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn syslog-ng");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("syslog-ng exited ({st}): {}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "syslog-ng not listening after 10 s: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to syslog-ng by PID and waits (at most 10 s) for it to exit.
+    fn signal(&mut self, sig: &str) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(c.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("syslog-ng did not exit on {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.path(&format!("syslog-ng.{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// The complete records stored so far (without their end marker).
+    fn lines(&self) -> Vec<String> {
+        let bytes = std::fs::read(self.path("out.log")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut recs: Vec<String> = text.split(END).map(str::to_string).collect();
+        recs.pop(); // what follows the last marker: empty or still being written
+        recs
+    }
+
+    /// Times each seq was stored.
+    fn seq_counts(&self) -> HashMap<usize, usize> {
+        let mut counts = HashMap::new();
+        for l in self.lines() {
+            if let Some(s) = seq_of(&l) {
+                *counts.entry(s).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Waits (at most `limit`) until every seq 1..=N was stored at least once.
+    async fn wait_all(&self, limit: Duration) -> HashMap<usize, usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.seq_counts();
+            if (1..=N).all(|s| c.contains_key(&s)) || Instant::now() > deadline {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What ends each record in the receiver's file.
+const END: &str = "<<END>>\n";
+
+/// The number after the last `seq=` of a line.
+fn seq_of(line: &str) -> Option<usize> {
+    let i = line.rfind("seq=")?;
+    line[i + 4..].get(..8)?.parse().ok()
+}
+
+/// What the receiver should store for each PKS message, by seq: the fields of the original
+/// frame as our parser reads them, in the receiver's template.
+fn expected_lines() -> HashMap<usize, String> {
+    let stream = std::fs::read(PKS_OCTET).expect("PKS sample");
+    let mut out = HashMap::new();
+    for f in octet_frames(&stream) {
+        let m = parse(f, Format::Auto).expect("PKS messages parse");
+        // syslog-ng drops the LF that ends many PKS messages.
+        let msg = String::from_utf8_lossy(m.msg.unwrap_or_default());
+        let msg = msg.trim_end_matches('\n');
+        // syslog-ng keeps at most 48 characters of APP-NAME (RFC 5424's limit).
+        let app: String = m.app_name.unwrap_or("").chars().take(48).collect();
+        let line = format!(
+            "{}|{}|{app}|{}|{}|{msg}",
+            m.pri,
+            // For a NILVALUE HOSTNAME syslog-ng stores the sender's address.
+            m.hostname.unwrap_or("127.0.0.1"),
+            m.procid.unwrap_or(""),
+            m.msgid.unwrap_or(""),
+        );
+        out.insert(seq_of(&line).expect("seq in every PKS message"), line);
+    }
+    assert_eq!(out.len(), N);
+    out
+}
+
+/// The `[[output]]` section of a forwarding output to `port`.
+fn fwd_output(port: u16, passthrough: bool) -> String {
+    format!(
+        "[[output]]\nname = \"fwd\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n\
+         passthrough = {passthrough}\nconfirm_after_ms = 200\nmax_backoff_ms = 400\n\
+         connect_timeout_ms = 1000\nflush_interval_ms = 50\n"
+    )
+}
+
+/// Sends the PKS sample on one connection: in `parts` pieces, `pause` apart.
+async fn send_pks(addr: SocketAddr, parts: usize, pause: Duration) {
+    let stream = std::fs::read(PKS_OCTET).expect("PKS sample");
+    let ends = common::octet_frame_ends(&stream);
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut start = 0;
+    for p in 1..=parts {
+        let end = ends[(ends.len() * p / parts).max(1) - 1];
+        s.write_all(&stream[start..end]).await.expect("write");
+        start = end;
+        tokio::time::sleep(pause).await;
+    }
+    s.shutdown().await.expect("shutdown");
+}
+
+/// Asserts every PKS message was stored exactly once, with the original's fields.
+fn check_exactly_once(rx: &Receiver) {
+    let expect = expected_lines();
+    let lines = rx.lines();
+    let mut seen = HashMap::new();
+    for l in &lines {
+        let s = seq_of(l).unwrap_or_else(|| panic!("no seq in stored line {l:?}"));
+        assert!(seen.insert(s, ()).is_none(), "seq {s} stored twice");
+        assert_eq!(l, &expect[&s], "fields of seq {s}");
+    }
+    assert_eq!(lines.len(), N, "{} of {N} messages stored", lines.len());
+}
+
+async fn forward_exactly_once(passthrough: bool) {
+    let port = free_port();
+    let mut rx = Receiver::new(port);
+    rx.start();
+    let s = start("", "", &fwd_output(port, passthrough)).await;
+    send_pks(s.addr, 1, Duration::ZERO).await;
+    let counts = rx.wait_all(Duration::from_secs(15)).await;
+    assert_eq!(
+        counts.len(),
+        N,
+        "stored: {}; {}; first lines: {:?}",
+        counts.len(),
+        rx.logs(),
+        &rx.lines()[..rx.lines().len().min(3)]
+    );
+    let metrics = s.metrics.clone();
+    s.stop().await;
+    rx.signal("-TERM");
+    check_exactly_once(&rx);
+    let m = &metrics.outputs[1];
+    assert_eq!(m.records.load(Relaxed), N as u64, "confirmed records");
+    assert_eq!(m.retries.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_ng_receives_passthrough_exactly_once() {
+    forward_exactly_once(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_ng_receives_reserialised_exactly_once() {
+    forward_exactly_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_at_start_gets_everything_once_up() {
+    let port = free_port();
+    let mut rx = Receiver::new(port);
+    let s = start("", "", &fwd_output(port, false)).await;
+    send_pks(s.addr, 1, Duration::ZERO).await;
+    // The output retries while nobody listens.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metrics.outputs[1].errors.load(Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "no connection failures counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.metrics.outputs[1].records.load(Relaxed), 0);
+    rx.start();
+    let counts = rx.wait_all(Duration::from_secs(15)).await;
+    assert_eq!(
+        counts.len(),
+        N,
+        "stored: {}; {}; first lines: {:?}",
+        counts.len(),
+        rx.logs(),
+        &rx.lines()[..rx.lines().len().min(3)]
+    );
+    let metrics = s.metrics.clone();
+    s.stop().await;
+    rx.signal("-TERM");
+    check_exactly_once(&rx);
+    assert_eq!(metrics.outputs[1].records.load(Relaxed), N as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_mid_stream_loses_nothing() {
+    let port = free_port();
+    let mut rx = Receiver::new(port);
+    rx.start();
+    let s = start("", "", &fwd_output(port, true)).await;
+    let addr = s.addr;
+    // 2,000 messages over about 1.2 s.
+    let sender = tokio::spawn(send_pks(addr, 40, Duration::from_millis(30)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.seq_counts().len() < 600 {
+        assert!(Instant::now() < deadline, "receiver never got 600 messages");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rx.signal("-KILL");
+    let before = rx.seq_counts().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx.start();
+    sender.await.expect("sender");
+    let counts = rx.wait_all(Duration::from_secs(15)).await;
+    let metrics = s.metrics.clone();
+    s.stop().await;
+    rx.signal("-TERM");
+    let counts_final = rx.seq_counts();
+    let missing: Vec<usize> = (1..=N).filter(|s| !counts_final.contains_key(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages (first {:?}); {} stored before the kill; {}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        before,
+        rx.logs()
+    );
+    assert_eq!(counts.len(), N);
+    let dups: usize = counts_final.values().map(|c| c - 1).sum();
+    let m = &metrics.outputs[1];
+    eprintln!(
+        "receiver killed after {before} messages: {dups} duplicates; output retries={} reconnects={} errors={}",
+        m.retries.load(Relaxed),
+        m.reconnects.load(Relaxed),
+        m.errors.load(Relaxed)
+    );
+    assert!(before < N, "the kill came after the whole stream");
+    assert!(m.reconnects.load(Relaxed) >= 1, "no reconnect counted");
+    assert_eq!(m.records.load(Relaxed), N as u64, "confirmed records");
+}
