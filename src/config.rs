@@ -620,3 +620,71 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"fwd\"\n";
+
+    fn error(output: &str) -> String {
+        match Config::from_toml(&format!("{BASE}{output}")) {
+            Ok(_) => panic!("accepted: {output}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn syslog_output_keys_are_checked_and_named() {
+        let ok = Config::from_toml(&format!(
+            "{BASE}type = \"syslog\"\naddress = \"siem.example:6514\"\nframing = \"lf\"\n\
+             passthrough = true\nmax_backoff_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.output[0].framing, Some(ForwardFraming::Lf));
+        for (text, needles) in [
+            ("type = \"syslog\"\n", &["output[0] \"fwd\".address", "required"][..]),
+            (
+                "type = \"syslog\"\naddress = \"siem.example\"\n",
+                &["address", "host:port"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\npath = \"x\"\n",
+                &["path", "does not apply"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nmax_backoff_ms = 0\n",
+                &["max_backoff_ms", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nconfirm_after_ms = 0\n",
+                &["confirm_after_ms", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nmax_unconfirmed_bytes = 10\n",
+                &["max_unconfirmed_bytes", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nframing = \"auto\"\n",
+                &["auto"],
+            ),
+            (
+                "type = \"stdout\"\naddress = \"h:1\"\n",
+                &["address", "does not apply", "stdout"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\n[output.tls]\nca = \"/nonexistent/ca.pem\"\n",
+                &["tls.ca", "/nonexistent/ca.pem"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\n[output.tls]\nca = \"a\"\ncert = \"c\"\n",
+                &["tls", "cert and key"],
+            ),
+        ] {
+            let e = error(text);
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
+    }
+}
