@@ -51,12 +51,22 @@ struct Receiver {
 
 impl Receiver {
     fn new(port: u16) -> Receiver {
+        Receiver::with_tls(port, "")
+    }
+
+    /// With `tls` (the options of syslog-ng's `tls()`, empty for plain TCP).
+    fn with_tls(port: u16, tls: &str) -> Receiver {
         let bin = require("syslog-ng", "syslog-ng-core");
         let dir = tempfile::tempdir().expect("tempdir");
+        let transport = if tls.is_empty() {
+            "tcp".to_string()
+        } else {
+            format!("tls) tls({tls}")
+        };
         let conf = format!(
             r#"@version: 3.38
 options {{ keep-hostname(yes); use-dns(no); stats-freq(0); create-dirs(no); log-msg-size(65536); }};
-source s_in {{ syslog(transport(tcp) ip("127.0.0.1") port({port}) max-connections(10)); }};
+source s_in {{ syslog(transport({transport}) ip("127.0.0.1") port({port}) max-connections(10)); }};
 destination d_out {{
   file("{out}" flush-lines(1)
        template("${{PRI}}|${{HOST}}|${{PROGRAM}}|${{PID}}|${{MSGID}}|${{MSG}}<<END>>\n"));
@@ -367,4 +377,114 @@ async fn receiver_killed_mid_stream_loses_nothing() {
     assert!(before < N, "the kill came after the whole stream");
     assert!(m.reconnects.load(Relaxed) >= 1, "no reconnect counted");
     assert_eq!(m.records.load(Relaxed), N as u64, "confirmed records");
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// A throwaway CA and a leaf it signs (PEM files in `dir`): returns (ca, cert, key) paths.
+fn pki(dir: &Path, name: &str, sans: &[&str], server: bool) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("ca cert").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("leaf params");
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    leaf.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let key = KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf cert");
+    let paths = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&paths.0, ca_pem).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_ng_receives_over_mutual_tls_exactly_once() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (server_ca, server_cert, server_key) =
+        pki(files.path(), "receiver", &["siem.test", "127.0.0.1"], true);
+    let (client_ca, client_cert, client_key) = pki(files.path(), "sink", &["sink.test"], false);
+    let port = free_port();
+    let mut rx = Receiver::with_tls(
+        port,
+        &format!(
+            "key-file(\"{}\") cert-file(\"{}\") ca-file(\"{}\") peer-verify(required-trusted)",
+            server_key.display(),
+            server_cert.display(),
+            client_ca.display()
+        ),
+    );
+    rx.start();
+    let out = format!(
+        "{}[output.tls]\nca = {:?}\nserver_name = \"siem.test\"\ncert = {:?}\nkey = {:?}\n",
+        fwd_output(port, true),
+        server_ca.display().to_string(),
+        client_cert.display().to_string(),
+        client_key.display().to_string()
+    );
+    let s = start("", "", &out).await;
+    send_pks(s.addr, 1, Duration::ZERO).await;
+    let counts = rx.wait_all(Duration::from_secs(15)).await;
+    assert_eq!(counts.len(), N, "stored: {}; {}", counts.len(), rx.logs());
+    let metrics = s.metrics.clone();
+    s.stop().await;
+    rx.signal("-TERM");
+    check_exactly_once(&rx);
+    assert_eq!(metrics.outputs[1].records.load(Relaxed), N as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_receiver_with_an_untrusted_certificate_gets_nothing() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (_, server_cert, server_key) = pki(files.path(), "receiver", &["siem.test"], true);
+    let (other_ca, _, _) = pki(files.path(), "other", &["other.test"], true);
+    let port = free_port();
+    let mut rx = Receiver::with_tls(
+        port,
+        &format!(
+            "key-file(\"{}\") cert-file(\"{}\") peer-verify(optional-untrusted)",
+            server_key.display(),
+            server_cert.display(),
+        ),
+    );
+    rx.start();
+    let out = format!(
+        "{}[output.tls]\nca = {:?}\nserver_name = \"siem.test\"\n",
+        fwd_output(port, true),
+        other_ca.display().to_string(),
+    );
+    let s = start("", "", &out).await;
+    send_pks(s.addr, 1, Duration::ZERO).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metrics.outputs[1].errors.load(Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "no handshake failures counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.metrics.outputs[1].records.load(Relaxed), 0);
+    assert!(
+        rx.lines().is_empty(),
+        "stored without a verified certificate"
+    );
+    rx.signal("-TERM");
 }
