@@ -45,7 +45,14 @@ struct Receiver {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
-    bin: PathBuf,
+    /// Program and arguments.
+    cmd: Vec<std::ffi::OsString>,
+    /// How it stores NILVALUE header fields: (HOSTNAME, the others).
+    nil: (&'static str, &'static str),
+    /// Whether it keeps a UTF-8 BOM at the start of MSG (rsyslog does, syslog-ng drops it).
+    keeps_bom: bool,
+    /// Whether it writes NUL as `#000` and drops other control characters (rsyslog).
+    escapes_controls: bool,
     starts: usize,
 }
 
@@ -76,11 +83,69 @@ log {{ source(s_in); destination(d_out); }};
             out = dir.path().join("out.log").display(),
         );
         std::fs::write(dir.path().join("syslog-ng.conf"), conf).expect("write config");
+        let p = |n: &str| dir.path().join(n).into_os_string();
+        let cmd = vec![
+            bin.into_os_string(),
+            "-F".into(),
+            "--no-caps".into(),
+            "-f".into(),
+            p("syslog-ng.conf"),
+            "-R".into(),
+            p("syslog-ng.persist"),
+            "-p".into(),
+            p("syslog-ng.pid"),
+            "-c".into(),
+            p("syslog-ng.ctl"),
+        ];
         Receiver {
             dir,
             port,
             child: None,
-            bin,
+            cmd,
+            // For a NILVALUE HOSTNAME syslog-ng stores the sender's address.
+            nil: ("127.0.0.1", ""),
+            keeps_bom: false,
+            escapes_controls: false,
+            starts: 0,
+        }
+    }
+
+    /// rsyslog as the receiver: imptcp (octet counting on) into omfile, same record format.
+    fn rsyslog(port: u16) -> Receiver {
+        let (bin, moddir) = rsyslogd();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = format!(
+            r#"global(workDirectory="{work}" maxMessageSize="64k"
+       parser.escapeControlCharactersOnReceive="off")
+module(load="imptcp")
+input(type="imptcp" address="127.0.0.1" port="{port}" ruleset="fwd")
+template(name="fwd" type="string"
+         string="%pri%|%hostname%|%app-name%|%procid%|%msgid%|%msg%<<END>>\n")
+ruleset(name="fwd") {{ action(type="omfile" file="{out}" template="fwd") }}
+"#,
+            work = dir.path().display(),
+            out = dir.path().join("out.log").display(),
+        );
+        std::fs::write(dir.path().join("rsyslog.conf"), conf).expect("write config");
+        let p = |n: &str| dir.path().join(n).into_os_string();
+        let cmd = vec![
+            bin.into_os_string(),
+            "-n".into(),
+            "-f".into(),
+            p("rsyslog.conf"),
+            "-M".into(),
+            moddir.into_os_string(),
+            "-i".into(),
+            p("rsyslogd.pid"),
+        ];
+        Receiver {
+            dir,
+            port,
+            child: None,
+            cmd,
+            nil: ("-", "-"),
+            keeps_bom: true,
+            escapes_controls: true,
             starts: 0,
         }
     }
@@ -92,33 +157,25 @@ log {{ source(s_in); destination(d_out); }};
     /// Starts syslog-ng in the foreground and waits (at most 10 s) until its port accepts.
     fn start(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.path(&format!("syslog-ng.{}.log", self.starts)))
+        let log = std::fs::File::create(self.path(&format!("receiver.{}.log", self.starts)))
             .expect("log file");
-        let child = Command::new(&self.bin)
-            .arg("-F")
-            .arg("--no-caps")
-            .arg("-f")
-            .arg(self.path("syslog-ng.conf"))
-            .arg("-R")
-            .arg(self.path("syslog-ng.persist"))
-            .arg("-p")
-            .arg(self.path("syslog-ng.pid"))
-            .arg("-c")
-            .arg(self.path("syslog-ng.ctl"))
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn syslog-ng");
+            .expect("spawn the receiver");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("syslog-ng exited ({st}): {}", self.logs());
+                panic!("{:?} exited ({st}): {}", self.cmd[0], self.logs());
             }
             assert!(
                 Instant::now() < deadline,
-                "syslog-ng not listening after 10 s: {}",
+                "{:?} not listening after 10 s: {}",
+                self.cmd[0],
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -147,8 +204,7 @@ log {{ source(s_in); destination(d_out); }};
     fn logs(&self) -> String {
         (1..=self.starts)
             .map(|i| {
-                std::fs::read_to_string(self.path(&format!("syslog-ng.{i}.log")))
-                    .unwrap_or_default()
+                std::fs::read_to_string(self.path(&format!("receiver.{i}.log"))).unwrap_or_default()
             })
             .collect::<Vec<_>>()
             .join("\n---\n")
@@ -205,25 +261,53 @@ fn seq_of(line: &str) -> Option<usize> {
     line[i + 4..].get(..8)?.parse().ok()
 }
 
+/// rsyslogd and its module folder: the copy `.ci/run` unpacks under `target/interop/rsyslog`
+/// (rsyslog conflicts with syslog-ng-core as a Debian package, so it is not installed), the
+/// benchmark harness's copy, or an installed one. Fails (does not skip) when there is none.
+fn rsyslogd() -> (PathBuf, PathBuf) {
+    let roots = [
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop/rsyslog"),
+        PathBuf::from("/tmp/syslog-sink-bench/opt/rsyslog"),
+        PathBuf::from("/"),
+    ];
+    for root in roots {
+        let bin = root.join("usr/sbin/rsyslogd");
+        let moddir = root.join("usr/lib/x86_64-linux-gnu/rsyslog");
+        if bin.exists() && moddir.join("imptcp.so").exists() {
+            return (bin, moddir);
+        }
+    }
+    panic!(
+        "rsyslogd is not available: .ci/run fetches the rsyslog package (apt-get download \
+         rsyslog; dpkg-deb -x rsyslog_*.deb target/interop/rsyslog) and installs its libraries \
+         (libestr0 libfastjson4 liblognorm5 libuuid1 libzstd1 zlib1g)"
+    );
+}
+
 /// What the receiver should store for each PKS message, by seq: the fields of the original
-/// frame as our parser reads them, in the receiver's template.
-fn expected_lines() -> HashMap<usize, String> {
+/// frame as our parser reads them, in the receiver's template and with its habits.
+fn expected_lines(rx: &Receiver) -> HashMap<usize, String> {
+    let nil = rx.nil;
     let stream = std::fs::read(PKS_OCTET).expect("PKS sample");
     let mut out = HashMap::new();
     for f in octet_frames(&stream) {
         let m = parse(f, Format::Auto).expect("PKS messages parse");
-        // syslog-ng drops the LF that ends many PKS messages.
+        // The receivers drop the LF that ends many PKS messages.
         let msg = String::from_utf8_lossy(m.msg.unwrap_or_default());
         let msg = msg.trim_end_matches('\n');
-        // syslog-ng keeps at most 48 characters of APP-NAME (RFC 5424's limit).
-        let app: String = m.app_name.unwrap_or("").chars().take(48).collect();
+        let bom = if m.bom && rx.keeps_bom {
+            "\u{feff}"
+        } else {
+            ""
+        };
+        // The receivers keep at most 48 characters of APP-NAME (RFC 5424's limit).
+        let app: String = m.app_name.unwrap_or(nil.1).chars().take(48).collect();
         let line = format!(
-            "{}|{}|{app}|{}|{}|{msg}",
+            "{}|{}|{app}|{}|{}|{bom}{msg}",
             m.pri,
-            // For a NILVALUE HOSTNAME syslog-ng stores the sender's address.
-            m.hostname.unwrap_or("127.0.0.1"),
-            m.procid.unwrap_or(""),
-            m.msgid.unwrap_or(""),
+            m.hostname.unwrap_or(nil.0),
+            m.procid.unwrap_or(nil.1),
+            m.msgid.unwrap_or(nil.1),
         );
         out.insert(seq_of(&line).expect("seq in every PKS message"), line);
     }
@@ -257,20 +341,34 @@ async fn send_pks(addr: SocketAddr, parts: usize, pause: Duration) {
 
 /// Asserts every PKS message was stored exactly once, with the original's fields.
 fn check_exactly_once(rx: &Receiver) {
-    let expect = expected_lines();
+    let expect = expected_lines(rx);
     let lines = rx.lines();
     let mut seen = HashMap::new();
     for l in &lines {
         let s = seq_of(l).unwrap_or_else(|| panic!("no seq in stored line {l:?}"));
         assert!(seen.insert(s, ()).is_none(), "seq {s} stored twice");
-        assert_eq!(l, &expect[&s], "fields of seq {s}");
+        if rx.escapes_controls {
+            // Compare without the control characters.
+            let strip = |t: &str| -> String {
+                t.replace("#000", "")
+                    .chars()
+                    .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+                    .collect()
+            };
+            assert_eq!(strip(l), strip(&expect[&s]), "fields of seq {s}");
+        } else {
+            assert_eq!(l, &expect[&s], "fields of seq {s}");
+        }
     }
     assert_eq!(lines.len(), N, "{} of {N} messages stored", lines.len());
 }
 
 async fn forward_exactly_once(passthrough: bool) {
     let port = free_port();
-    let mut rx = Receiver::new(port);
+    forward_exactly_once_to(Receiver::new(port), port, passthrough).await;
+}
+
+async fn forward_exactly_once_to(mut rx: Receiver, port: u16, passthrough: bool) {
     rx.start();
     let s = start("", "", &fwd_output(port, passthrough)).await;
     send_pks(s.addr, 1, Duration::ZERO).await;
@@ -377,6 +475,18 @@ async fn receiver_killed_mid_stream_loses_nothing() {
     assert!(before < N, "the kill came after the whole stream");
     assert!(m.reconnects.load(Relaxed) >= 1, "no reconnect counted");
     assert_eq!(m.records.load(Relaxed), N as u64, "confirmed records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_receives_passthrough_exactly_once() {
+    let port = free_port();
+    forward_exactly_once_to(Receiver::rsyslog(port), port, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_receives_reserialised_exactly_once() {
+    let port = free_port();
+    forward_exactly_once_to(Receiver::rsyslog(port), port, false).await;
 }
 
 // ---------------------------------------------------------------- TLS
