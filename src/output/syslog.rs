@@ -673,6 +673,169 @@ impl Output for SyslogOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::framing::{Frame, FrameErrorKind};
+    use crate::route::Line;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A batch of `frames` with these masks (the JSON side is not used by this output).
+    fn batch(frames: &[(&[u8], FrameKind, u64)]) -> Arc<Batch> {
+        let mut b = Batch::default();
+        for (i, (data, kind, mask)) in frames.iter().enumerate() {
+            b.lines.push(Line {
+                end: i as u32,
+                mask: *mask,
+            });
+            b.any |= mask;
+            b.frames.push(Frame {
+                offset: 0,
+                data: Bytes::copy_from_slice(data),
+                kind: *kind,
+                wire_len: data.len() as u64,
+                dropped_before: 0,
+            });
+        }
+        Arc::new(b)
+    }
+
+    /// A `syslog` output to `address` with extra config lines.
+    fn output(address: &str, extra: &str) -> (SyslogOutput, Arc<Metrics>) {
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\n[[output]]\nname = \"fwd\"\n\
+             type = \"syslog\"\naddress = \"{address}\"\n{extra}\n"
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let metrics = Arc::new(Metrics::new(&[], &["fwd".to_string()]));
+        let out = SyslogOutput::new(&config.output[0], 0, metrics.clone()).unwrap();
+        (out, metrics)
+    }
+
+    fn joined(e: &Entry) -> Vec<u8> {
+        e.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    #[test]
+    fn passthrough_sends_wanted_frames_raw_including_errors() {
+        let trunc = FrameKind::Truncated {
+            reason: FrameErrorKind::EofInFrame,
+            declared_length: Some(99),
+        };
+        let b = batch(&[
+            (b"<13>1 - h a - - - one", FrameKind::Complete, 0b1),
+            (b"<13>1 - h a - - - not for us", FrameKind::Complete, 0b10),
+            (b"garbage\n", FrameKind::Complete, 0b11),
+            (b"<13>1 - h a - - - cut", trunc, 0b1),
+        ]);
+        let (out, _) = output("127.0.0.1:1", "passthrough = true");
+        let e = out.encode(&b, 0b1);
+        assert_eq!(e.records, 3);
+        assert_eq!(
+            joined(&e),
+            b"21 <13>1 - h a - - - one8 garbage\n21 <13>1 - h a - - - cut"
+        );
+        // The frame bytes are the batch's own (no copy).
+        assert_eq!(e.chunks[1].as_ptr(), b.frames[0].data.as_ptr());
+        let (out, _) = output("127.0.0.1:1", "passthrough = true\nframing = \"lf\"");
+        assert_eq!(
+            joined(&out.encode(&b, 0b10)),
+            b"<13>1 - h a - - - not for us\ngarbage\n"
+        );
+    }
+
+    #[test]
+    fn reserialised_frames_parse_again_and_bad_ones_go_raw() {
+        let b = batch(&[
+            (b"<34>Oct 11 22:14:15 box su: hi", FrameKind::Complete, 1),
+            (b"<999> nope", FrameKind::Complete, 1),
+        ]);
+        let (out, _) = output("127.0.0.1:1", "");
+        let bytes = joined(&out.encode(&b, 1));
+        assert_eq!(bytes, b"23 <34>1 - box su - - - hi10 <999> nope");
+    }
+
+    /// The peer reads the first batch and closes; the output notices at the next check,
+    /// reconnects and sends the unconfirmed batch again; only then is it counted.
+    #[tokio::test]
+    async fn unconfirmed_batch_is_resent_after_the_peer_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (mut out, metrics) = output(&addr, "confirm_after_ms = 100\nmax_backoff_ms = 50");
+        let b = batch(&[(b"<13>1 - h a - - - one", FrameKind::Complete, 1)]);
+        let frame = b"21 <13>1 - h a - - - one";
+        let m = &metrics.outputs[0];
+        let peer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; frame.len()];
+                s.read_exact(&mut buf).await.unwrap();
+                got.push(buf);
+                // First connection: closed after reading. Second: kept open a while.
+                if got.len() == 2 {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+            }
+            got
+        });
+        out.write_batch(&b, 1, m).await;
+        assert_eq!(m.records.load(Relaxed), 0, "counted before confirmation");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.records.load(Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "never confirmed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            out.flush().await.unwrap();
+        }
+        let got = tokio::time::timeout(Duration::from_secs(5), peer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, vec![frame.to_vec(), frame.to_vec()]);
+        assert_eq!(m.records.load(Relaxed), 1);
+        assert_eq!(m.retries.load(Relaxed), 1);
+        assert_eq!(m.reconnects.load(Relaxed), 1);
+        assert!(m.errors.load(Relaxed) >= 1);
+        assert!(!out.unconfirmed());
+    }
+
+    /// With nobody listening, `write_batch` does not return (the queue backs up), and
+    /// returns once a receiver appears.
+    #[tokio::test]
+    async fn write_batch_waits_while_the_receiver_is_down() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let (mut out, metrics) = output(&addr, "max_backoff_ms = 50");
+        let b = batch(&[(b"<13>1 - h a - - - one", FrameKind::Complete, 1)]);
+        let task = tokio::spawn(async move {
+            let m = &metrics.outputs[0];
+            out.write_batch(&b, 1, m).await;
+            metrics.clone()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!task.is_finished(), "took a batch with no receiver");
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let metrics = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 24];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"21 <13>1 - h a - - - one");
+        let m = &metrics.outputs[0];
+        assert!(m.errors.load(Relaxed) >= 2, "connection failures counted");
+        assert_eq!(
+            m.reconnects.load(Relaxed),
+            0,
+            "first connection is no reconnect"
+        );
+    }
 
     #[test]
     fn host_port() {
