@@ -63,17 +63,38 @@ impl Receiver {
 
     /// With `tls` (the options of syslog-ng's `tls()`, empty for plain TCP).
     fn with_tls(port: u16, tls: &str) -> Receiver {
-        let bin = require("syslog-ng", "syslog-ng-core");
-        let dir = tempfile::tempdir().expect("tempdir");
         let transport = if tls.is_empty() {
             "tcp".to_string()
         } else {
             format!("tls) tls({tls}")
         };
+        Receiver::syslog_ng(
+            &format!(
+                r#"syslog(transport({transport}) ip("127.0.0.1") port({port}) max-connections(10))"#
+            ),
+            port,
+        )
+    }
+
+    /// syslog-ng reading RFC 5424 one message per line (`network()` with
+    /// `flags(syslog-protocol)`).
+    fn lf(port: u16) -> Receiver {
+        Receiver::syslog_ng(
+            &format!(
+                r#"network(transport(tcp) ip("127.0.0.1") port({port}) flags(syslog-protocol) max-connections(10))"#
+            ),
+            port,
+        )
+    }
+
+    /// syslog-ng with this source.
+    fn syslog_ng(source: &str, port: u16) -> Receiver {
+        let bin = require("syslog-ng", "syslog-ng-core");
+        let dir = tempfile::tempdir().expect("tempdir");
         let conf = format!(
             r#"@version: 3.38
 options {{ keep-hostname(yes); use-dns(no); stats-freq(0); create-dirs(no); log-msg-size(65536); }};
-source s_in {{ syslog(transport({transport}) ip("127.0.0.1") port({port}) max-connections(10)); }};
+source s_in {{ {source}; }};
 destination d_out {{
   file("{out}" flush-lines(1)
        template("${{PRI}}|${{HOST}}|${{PROGRAM}}|${{PID}}|${{MSGID}}|${{MSG}}<<END>>\n"));
@@ -232,10 +253,15 @@ ruleset(name="fwd") {{ action(type="omfile" file="{out}" template="fwd") }}
 
     /// Waits (at most `limit`) until every seq 1..=N was stored at least once.
     async fn wait_all(&self, limit: Duration) -> HashMap<usize, usize> {
+        self.wait_n(N, limit).await
+    }
+
+    /// Waits (at most `limit`) until every seq 1..=n was stored at least once.
+    async fn wait_n(&self, n: usize, limit: Duration) -> HashMap<usize, usize> {
         let deadline = Instant::now() + limit;
         loop {
             let c = self.seq_counts();
-            if (1..=N).all(|s| c.contains_key(&s)) || Instant::now() > deadline {
+            if (1..=n).all(|s| c.contains_key(&s)) || Instant::now() > deadline {
                 return c;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -286,12 +312,12 @@ fn rsyslogd() -> (PathBuf, PathBuf) {
 
 /// What the receiver should store for each PKS message, by seq: the fields of the original
 /// frame as our parser reads them, in the receiver's template and with its habits.
-fn expected_lines(rx: &Receiver) -> HashMap<usize, String> {
+fn expected_lines(rx: &Receiver, stream: &[u8]) -> HashMap<usize, String> {
     let nil = rx.nil;
-    let stream = std::fs::read(PKS_OCTET).expect("PKS sample");
     let mut out = HashMap::new();
-    for f in octet_frames(&stream) {
-        let m = parse(f, Format::Auto).expect("PKS messages parse");
+    let frames = octet_frames(stream);
+    for f in &frames {
+        let m = parse(f, Format::Auto).expect("test messages parse");
         // The receivers drop the LF that ends many PKS messages.
         let msg = String::from_utf8_lossy(m.msg.unwrap_or_default());
         let msg = msg.trim_end_matches('\n');
@@ -309,9 +335,9 @@ fn expected_lines(rx: &Receiver) -> HashMap<usize, String> {
             m.procid.unwrap_or(nil.1),
             m.msgid.unwrap_or(nil.1),
         );
-        out.insert(seq_of(&line).expect("seq in every PKS message"), line);
+        out.insert(seq_of(&line).expect("seq in every test message"), line);
     }
-    assert_eq!(out.len(), N);
+    assert_eq!(out.len(), frames.len());
     out
 }
 
@@ -341,7 +367,14 @@ async fn send_pks(addr: SocketAddr, parts: usize, pause: Duration) {
 
 /// Asserts every PKS message was stored exactly once, with the original's fields.
 fn check_exactly_once(rx: &Receiver) {
-    let expect = expected_lines(rx);
+    check_stream_once(rx, &std::fs::read(PKS_OCTET).expect("PKS sample"));
+}
+
+/// Asserts every message of the octet-counted `stream` was stored exactly once, with the
+/// original's fields.
+fn check_stream_once(rx: &Receiver, stream: &[u8]) {
+    let expect = expected_lines(rx, stream);
+    let n = expect.len();
     let lines = rx.lines();
     let mut seen = HashMap::new();
     for l in &lines {
@@ -360,7 +393,7 @@ fn check_exactly_once(rx: &Receiver) {
             assert_eq!(l, &expect[&s], "fields of seq {s}");
         }
     }
-    assert_eq!(lines.len(), N, "{} of {N} messages stored", lines.len());
+    assert_eq!(lines.len(), n, "{} of {n} messages stored", lines.len());
 }
 
 async fn forward_exactly_once(passthrough: bool) {
@@ -487,6 +520,49 @@ async fn rsyslog_receives_passthrough_exactly_once() {
 async fn rsyslog_receives_reserialised_exactly_once() {
     let port = free_port();
     forward_exactly_once_to(Receiver::rsyslog(port), port, false).await;
+}
+
+/// LF framing, re-serialised, into syslog-ng reading one message per line: messages with
+/// NILVALUEs, STRUCTURED-DATA with escapes, a BOM, a trailing LF, and RFC 3164 input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_ng_receives_lf_framed_reserialised_exactly_once() {
+    let n = 300;
+    let mut stream = Vec::new();
+    for i in 1..=n {
+        let msg = match i % 5 {
+            0 => format!("<13>1 - - - - - - nil fields seq={i:08}"),
+            1 => format!(
+                r#"<165>1 2024-03-11T08:00:00Z host-{i} app 42 ID7 [ex@32473 a="q\"x\]y\\z"] sd seq={i:08}"#
+            ),
+            2 => format!(
+                "<14>1 2024-03-11T08:00:00.5+01:00 h k8s.event/ns/x/ - - - \u{feff}bom seq={i:08}"
+            ),
+            3 => format!("<14>1 2024-03-11T08:00:00Z h app - - - trailing lf seq={i:08}\n"),
+            _ => format!("<34>Oct 11 22:14:15 box su[7]: bsd seq={i:08}"),
+        };
+        stream.extend_from_slice(&common::oc(&msg));
+    }
+    let port = free_port();
+    let mut rx = Receiver::lf(port);
+    rx.start();
+    let out = format!("{}framing = \"lf\"\n", fwd_output(port, false));
+    let s = start("", "", &out).await;
+    common::send(s.addr, &stream, || 4096).await;
+    let counts = rx.wait_n(n, Duration::from_secs(15)).await;
+    assert_eq!(counts.len(), n, "stored: {}; {}", counts.len(), rx.logs());
+    s.stop().await;
+    rx.signal("-TERM");
+    // The RFC 3164 messages arrive as RFC 5424: compare with that form.
+    let reserialised: Vec<u8> = octet_frames(&stream)
+        .into_iter()
+        .flat_map(|f| {
+            let mut v = Vec::new();
+            let m = parse(f, Format::Auto).expect("parses");
+            syslog_sink::output::syslog::write_5424(&mut v, &m);
+            common::oc(&String::from_utf8(v).expect("UTF-8"))
+        })
+        .collect();
+    check_stream_once(&rx, &reserialised);
 }
 
 // ---------------------------------------------------------------- TLS
