@@ -208,6 +208,8 @@ pub enum OutputType {
     File,
     /// JSON lines on standard output.
     Stdout,
+    /// RFC 5424 syslog forwarded over TCP or TLS to another receiver.
+    Syslog,
 }
 
 impl OutputType {
@@ -216,6 +218,7 @@ impl OutputType {
         match self {
             OutputType::File => "file",
             OutputType::Stdout => "stdout",
+            OutputType::Syslog => "syslog",
         }
     }
 }
@@ -226,11 +229,30 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file` or `stdout`.
+    /// `file`, `stdout` or `syslog`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
     pub path: Option<PathBuf>,
+    /// `syslog`: the receiver, `host:port`.
+    pub address: Option<String>,
+    /// `syslog`: `octet` (RFC 6587 octet counting, the default) or `lf` (one message per line).
+    pub framing: Option<ForwardFraming>,
+    /// `syslog`: forward each received frame byte for byte (`true`) or re-serialise RFC 5424
+    /// from the parsed message (`false`, the default).
+    pub passthrough: Option<bool>,
+    /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
+    pub tls: Option<ForwardTlsConfig>,
+    /// `syslog`: give up one connection attempt after this many milliseconds (default 5000).
+    pub connect_timeout_ms: Option<u64>,
+    /// `syslog`: longest wait between reconnection attempts (default 30000).
+    pub max_backoff_ms: Option<u64>,
+    /// `syslog`: a written batch counts as delivered once the connection was still open this
+    /// many milliseconds later (default 1000).
+    pub confirm_after_ms: Option<u64>,
+    /// `syslog`: most bytes written but not yet confirmed; the output waits for confirmations
+    /// above it (default 64 MiB).
+    pub max_unconfirmed_bytes: Option<usize>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -240,6 +262,42 @@ pub struct OutputConfig {
     /// Which records this output gets; all when absent.
     pub filter: Option<FilterConfig>,
 }
+
+/// How a `syslog` output frames messages on the wire (RFC 6587).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFraming {
+    /// Octet counting: `MSG-LEN SP SYSLOG-MSG`.
+    #[default]
+    Octet,
+    /// Non-transparent framing: the message, then LF (a message holding LF is split by the
+    /// receiver).
+    Lf,
+}
+
+/// `[output.tls]` of a `syslog` output: the client side of TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTlsConfig {
+    /// PEM file of CA certificates that verify the receiver's certificate (required: the
+    /// receiver is always verified).
+    pub ca: PathBuf,
+    /// Name checked against the receiver's certificate; default: the host of `address`.
+    pub server_name: Option<String>,
+    /// PEM file: a client certificate (and intermediates) to present; needs `key`.
+    pub cert: Option<PathBuf>,
+    /// PEM file: the client certificate's private key; needs `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// Default `connect_timeout_ms` of a `syslog` output.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
+/// Default `max_backoff_ms` of a `syslog` output.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
+/// Default `confirm_after_ms` of a `syslog` output.
+pub const DEFAULT_CONFIRM_AFTER_MS: u64 = 1000;
+/// Default `max_unconfirmed_bytes` of a `syslog` output (64 MiB).
+pub const DEFAULT_MAX_UNCONFIRMED_BYTES: usize = 64 << 20;
 
 fn default_flush_interval_ms() -> u64 {
     1000
@@ -303,6 +361,73 @@ fn validate_tls(t: &TlsConfig, prefix: &str) -> Result<(), ConfigError> {
     crate::tls::server_config(t)
         .map(|_| ())
         .map_err(|e| ConfigError(format!("{prefix}.{e}")))
+}
+
+/// Checks the `syslog` keys of an output: required and in range for `type = "syslog"`, absent
+/// for the other types. `key` names a key of this output.
+fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
+    if o.kind != OutputType::Syslog {
+        let set = [
+            ("address", o.address.is_some()),
+            ("framing", o.framing.is_some()),
+            ("passthrough", o.passthrough.is_some()),
+            ("tls", o.tls.is_some()),
+            ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
+            ("max_backoff_ms", o.max_backoff_ms.is_some()),
+            ("confirm_after_ms", o.confirm_after_ms.is_some()),
+            ("max_unconfirmed_bytes", o.max_unconfirmed_bytes.is_some()),
+        ];
+        if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+            return err(
+                k,
+                format!(
+                    "does not apply to type {:?} (only to \"syslog\")",
+                    o.kind.as_str()
+                ),
+            );
+        }
+        return Ok(());
+    }
+    let Some(address) = &o.address else {
+        return err("address", "is required for type \"syslog\"".into());
+    };
+    if crate::output::syslog::split_host_port(address).is_none() {
+        return err(
+            "address",
+            format!("{address:?} is not host:port (e.g. \"siem.example:6514\", \"[::1]:514\")"),
+        );
+    }
+    for (k, v, lo, hi) in [
+        ("connect_timeout_ms", o.connect_timeout_ms, 1, 600_000),
+        ("max_backoff_ms", o.max_backoff_ms, 1, 3_600_000),
+        ("confirm_after_ms", o.confirm_after_ms, 1, 600_000),
+    ] {
+        if let Some(v) = v {
+            if !(lo..=hi).contains(&v) {
+                return err(k, format!("{v} is out of range {lo}..={hi}"));
+            }
+        }
+    }
+    if let Some(b) = o.max_unconfirmed_bytes {
+        if !(4096..=MAX_BUFFERED_BYTES).contains(&b) {
+            return err(
+                "max_unconfirmed_bytes",
+                format!("{b} is out of range 4096..={MAX_BUFFERED_BYTES}"),
+            );
+        }
+    }
+    if let Some(t) = &o.tls {
+        if t.cert.is_some() != t.key.is_some() {
+            return err(
+                "tls",
+                "cert and key go together (a client certificate needs its key)".into(),
+            );
+        }
+        crate::output::syslog::client_config(t)
+            .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
+    }
+    Ok(())
 }
 
 impl Config {
@@ -434,6 +559,7 @@ impl Config {
                 return err(key("name"), "is used by an earlier output".into());
             }
             names.push(&o.name);
+            validate_syslog(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -441,8 +567,11 @@ impl Config {
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
                 }
-                (OutputType::Stdout, Some(_)) => {
-                    return err(key("path"), "does not apply to type \"stdout\"".into())
+                (OutputType::Stdout | OutputType::Syslog, Some(_)) => {
+                    return err(
+                        key("path"),
+                        format!("does not apply to type {:?}", o.kind.as_str()),
+                    )
                 }
                 _ => {}
             }
@@ -489,5 +618,73 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"fwd\"\n";
+
+    fn error(output: &str) -> String {
+        match Config::from_toml(&format!("{BASE}{output}")) {
+            Ok(_) => panic!("accepted: {output}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn syslog_output_keys_are_checked_and_named() {
+        let ok = Config::from_toml(&format!(
+            "{BASE}type = \"syslog\"\naddress = \"siem.example:6514\"\nframing = \"lf\"\n\
+             passthrough = true\nmax_backoff_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.output[0].framing, Some(ForwardFraming::Lf));
+        for (text, needles) in [
+            ("type = \"syslog\"\n", &["output[0] \"fwd\".address", "required"][..]),
+            (
+                "type = \"syslog\"\naddress = \"siem.example\"\n",
+                &["address", "host:port"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\npath = \"x\"\n",
+                &["path", "does not apply"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nmax_backoff_ms = 0\n",
+                &["max_backoff_ms", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nconfirm_after_ms = 0\n",
+                &["confirm_after_ms", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nmax_unconfirmed_bytes = 10\n",
+                &["max_unconfirmed_bytes", "out of range"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nframing = \"auto\"\n",
+                &["auto"],
+            ),
+            (
+                "type = \"stdout\"\naddress = \"h:1\"\n",
+                &["address", "does not apply", "stdout"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\n[output.tls]\nca = \"/nonexistent/ca.pem\"\n",
+                &["tls.ca", "/nonexistent/ca.pem"],
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\n[output.tls]\nca = \"a\"\ncert = \"c\"\n",
+                &["tls", "cert and key"],
+            ),
+        ] {
+            let e = error(text);
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
     }
 }

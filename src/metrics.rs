@@ -12,12 +12,17 @@ use crate::classify::Category;
 pub struct OutputMetrics {
     /// The output's name.
     pub name: String,
-    /// Records written (handed to the file or stream).
+    /// Records written (handed to the file or stream); for a `syslog` output, records whose
+    /// delivery was confirmed (see README "Outputs").
     pub records: AtomicU64,
-    /// Bytes written.
+    /// Bytes written (confirmed, for a `syslog` output).
     pub bytes: AtomicU64,
-    /// Write or flush errors (each one retried).
+    /// Write, flush or connect errors (each one retried).
     pub errors: AtomicU64,
+    /// `syslog`: records written again on a new connection after the previous one failed.
+    pub retries: AtomicU64,
+    /// `syslog`: connections made after a failed one.
+    pub reconnects: AtomicU64,
 }
 
 /// Every counter of the process.
@@ -151,9 +156,19 @@ impl Metrics {
         }
         for o in &self.outputs {
             line.push_str(&format!(" out.{}={}", o.name, o.records.load(Relaxed)));
-            let e = o.errors.load(Relaxed);
-            if e > 0 {
-                line.push_str(&format!("(errors={e})"));
+            let extra: Vec<String> = [
+                ("errors", &o.errors),
+                ("retries", &o.retries),
+                ("reconnects", &o.reconnects),
+            ]
+            .iter()
+            .filter_map(|(n, c)| {
+                let v = c.load(Relaxed);
+                (v > 0).then(|| format!("{n}={v}"))
+            })
+            .collect();
+            if !extra.is_empty() {
+                line.push_str(&format!("({})", extra.join(" ")));
             }
         }
         line

@@ -3,9 +3,11 @@
 //!
 //! - [`file::FileOutput`]: JSON lines appended to a file.
 //! - [`stdout::StdoutOutput`]: JSON lines on standard output.
+//! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
 
 pub mod file;
 pub mod stdout;
+pub mod syslog;
 
 use std::future::Future;
 use std::io::{self, IoSlice, Write};
@@ -15,14 +17,44 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
-use crate::metrics::Metrics;
-use crate::route::Receiver;
+use crate::metrics::{Metrics, OutputMetrics};
+use crate::route::{Batch, Receiver};
 
-/// A destination for JSON lines.
+/// A destination for records.
+///
+/// [`run`] hands each batch to `write_batch`. By default that takes the JSON lines the output
+/// wants (as few contiguous runs of the batch's own buffer as possible) and passes them to
+/// `write`; an output that needs something else (the original frames) overrides `write_batch`.
 ///
 /// `write` takes complete lines. When it (or `flush`) fails, the output keeps what it could not
 /// write and writes it on a later successful `flush`: the caller retries `flush`, never `write`.
 pub trait Output: Send + 'static {
+    /// Takes the records of `batch` whose mask has `bit`, counting them in `m`. The default
+    /// writes the JSON runs with `write`, retrying `flush` with backoff when a write fails.
+    fn write_batch(
+        &mut self,
+        batch: &Arc<Batch>,
+        bit: u64,
+        m: &OutputMetrics,
+    ) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            for (run, n) in batch.runs(bit) {
+                m.records.fetch_add(n, Relaxed);
+                m.bytes.fetch_add(run.len() as u64, Relaxed);
+                if let Err(e) = self.write(run).await {
+                    retry_flush(self, &m.name, &m.errors, e).await;
+                }
+            }
+        }
+    }
+    /// Whether the output holds records it has yet to confirm, so [`run`] calls `flush` on its
+    /// interval even when no new batch came in.
+    fn unconfirmed(&self) -> bool {
+        false
+    }
     /// Takes one or more complete JSON lines; may write them at once or buffer them.
     fn write(&mut self, lines: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Writes everything taken so far to the destination.
@@ -155,14 +187,8 @@ pub async fn run<O: Output>(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                for (run, n) in batch.runs(bit) {
-                    m.records.fetch_add(n, Relaxed);
-                    m.bytes.fetch_add(run.len() as u64, Relaxed);
-                    if let Err(e) = out.write(run).await {
-                        retry_flush(&mut out, &m.name, &m.errors, e).await;
-                    }
-                    dirty = true;
-                }
+                out.write_batch(&batch, bit, m).await;
+                dirty = true;
                 // Nothing else waiting: write now (low latency when idle; under load batches
                 // pile up meanwhile and go out in fewer, larger writes).
                 if dirty && rx.is_empty() {
@@ -172,7 +198,7 @@ pub async fn run<O: Output>(
                     dirty = false;
                 }
             }
-            _ = tick.tick(), if dirty => {
+            _ = tick.tick(), if dirty || out.unconfirmed() => {
                 if let Err(e) = out.flush().await {
                     retry_flush(&mut out, &m.name, &m.errors, e).await;
                 }
