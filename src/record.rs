@@ -353,37 +353,58 @@ fn write_chunks<'a>(out: &mut BytesMut, chunks: impl Iterator<Item = &'a str>) {
     out.put_u8(b'"');
 }
 
-/// Bytes that need an escape in a JSON string: controls, `"` and `\`.
-const fn escape_table() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
+/// Flags (high bit of the octet) the octets of `x` that need an escape in a JSON string:
+/// controls (< 0x20), `"` and `\\`. The lowest flagged octet is exact (a borrow only runs
+/// upwards from a real hit), which is all [`find_escape`] uses.
+#[inline(always)]
+fn escape_mask(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let ctl = x.wrapping_sub(LO * 0x20) & !x;
+    let q = x ^ (LO * u64::from(b'"'));
+    let bs = x ^ (LO * u64::from(b'\\'));
+    (ctl | (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs)) & HI
 }
-static NEEDS_ESCAPE: [bool; 256] = escape_table();
 
+/// Index of the first octet of `b` that needs a JSON escape, 8 octets at a time.
+#[inline]
+fn find_escape(b: &[u8]) -> Option<usize> {
+    let mut words = b.chunks_exact(8);
+    let mut i = 0;
+    for chunk in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let hits = escape_mask(u64::from_le_bytes(w));
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    // The tail, padded with an octet that needs no escape.
+    let rem = words.remainder();
+    let mut w = [b'a'; 8];
+    w[..rem.len()].copy_from_slice(rem);
+    let hits = escape_mask(u64::from_le_bytes(w));
+    (hits != 0).then(|| i + (hits.trailing_zeros() / 8) as usize)
+}
+
+/// Writes `s` JSON-escaped (without quotes): runs that need no escape are copied whole.
 fn write_escaped(out: &mut BytesMut, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !NEEDS_ESCAPE[b as usize] {
-            continue;
-        }
-        out.put_slice(&bytes[start..i]);
+    while let Some(rel) = find_escape(&bytes[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&bytes[start..i]);
+        let b = bytes[i];
         match b {
-            b'"' => out.put_slice(b"\\\""),
-            b'\\' => out.put_slice(b"\\\\"),
-            b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
-            b'\t' => out.put_slice(b"\\t"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.put_slice(&[
+                out.extend_from_slice(&[
                     b'\\',
                     b'u',
                     b'0',
@@ -395,7 +416,7 @@ fn write_escaped(out: &mut BytesMut, s: &str) {
         }
         start = i + 1;
     }
-    out.put_slice(&bytes[start..]);
+    out.extend_from_slice(&bytes[start..]);
 }
 
 fn write_u64(out: &mut BytesMut, mut n: u64) {
@@ -436,6 +457,47 @@ mod tests {
         assert_eq!(&out[..], b"\"a\\\"b\\\\c\\nd\\te\\u0001f \xc3\xa9\"");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, "a\"b\\c\nd\te\u{1}f é");
+    }
+
+    /// The escaping the record has always used: `\"` `\\` `\n` `\r` `\t`, other controls as
+    /// `\u00XX` (lower-case hex), everything else as is.
+    fn reference_escape(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn escapes_every_octet_at_every_position() {
+        // Each ASCII char and a few multi-octet ones, at each offset of a 17-char text (the word
+        // scan, its tail and the boundary between them), with a `"` two chars later.
+        let extra = ['\u{7f}', '\u{80}', 'é', '\u{a0}', '\u{ffff}', '😀'];
+        for c in (0u8..0x80).map(char::from).chain(extra) {
+            for pos in 0..17 {
+                let mut text: Vec<char> = vec!['x'; 17];
+                text[pos] = c;
+                if pos + 2 < 17 {
+                    text[pos + 2] = '"';
+                }
+                let s: String = text.into_iter().collect();
+                let mut out = BytesMut::new();
+                write_str(&mut out, &s);
+                assert_eq!(&out[..], reference_escape(&s).as_bytes(), "{c:?} at {pos}");
+                let back: String = serde_json::from_slice(&out).unwrap();
+                assert_eq!(back, s);
+            }
+        }
     }
 
     #[test]
