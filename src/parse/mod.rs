@@ -174,13 +174,14 @@ fn split_element(b: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let id_end = find_any(b, b" ]")?;
-    // Find the closing `]`: skip every quoted PARAM-VALUE (which may hold `]`).
+    // Find the closing `]`: jump from quote to quote, skipping every quoted PARAM-VALUE (which
+    // may hold `]`); outside the quotes only `]` and `"` matter.
     let mut i = id_end;
     loop {
-        match b.get(i)? {
+        i += find_any(b.get(i..)?, b"]\"")?;
+        match b[i] {
             b']' => return Some((id_end, i)),
-            b'"' => i = value_end(b, i + 1)? + 1,
-            _ => i += 1,
+            _ => i = value_end(b, i + 1)? + 1,
         }
     }
 }
