@@ -5,7 +5,8 @@
 //!
 //! Stages: `parse`, `classify` (parse + classify), `record` (parse + classify + JSON), `peers`
 //! (our parser walking every SD param and the timestamp, as in `benches/pipeline.rs`).
-//! The second argument is the number of passes over the 2,000 frames.
+//! The second argument is the number of passes over the 2,000 frames. `dump` writes the records of
+//! one pass to stdout (to compare the JSON before and after a change).
 
 use bytes::{Bytes, BytesMut};
 use syslog_sink::classify::Classifier;
@@ -34,6 +35,13 @@ fn main() {
     };
     let mut out = BytesMut::with_capacity(4 << 20);
     let mut counts = BatchCounts::new(classifier.categories().len());
+    if stage == "dump" {
+        for f in &frames {
+            encoder.encode(f, &ctx, &mut out, &mut counts);
+        }
+        std::io::Write::write_all(&mut std::io::stdout(), &out).expect("stdout");
+        return;
+    }
     let mut n = 0usize;
     for _ in 0..passes {
         match stage.as_str() {

@@ -13,7 +13,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::classify::{Category, Classifier, K8sInfo, K8sKind};
+use crate::classify::{Category, Classifier, K8sInfo, K8sKind, SdValuesBuilder, SD_ID};
 use crate::framing::{Frame, FrameKind};
 use crate::metrics::BatchCounts;
 use crate::parse::{self, Format, Message, StructuredData};
@@ -156,9 +156,13 @@ impl<'c> Encoder<'c> {
             out.put_slice(key);
             write_opt_str(out, value);
         }
+        // Only Kubernetes records need the SD values; they are picked up while the SD is
+        // written (one walk over it).
+        let kind = m.app_name.and_then(K8sKind::from_app_name);
+        let mut sd_values = SdValuesBuilder::default();
         out.put_slice(b",\"structured_data\":");
         match &m.structured_data {
-            Some(sd) => write_sd(out, sd),
+            Some(sd) => write_sd(out, sd, kind.is_some().then_some(&mut sd_values)),
             None => out.put_slice(b"null"),
         }
         out.put_slice(b",\"message\":");
@@ -176,7 +180,15 @@ impl<'c> Encoder<'c> {
                 }
             }
         }
-        if let Some(k) = self.classifier.classify(m) {
+        if kind.is_none() {
+            return;
+        }
+        let k = self.classifier.classify_parts(
+            m.app_name,
+            sd_values.finish(),
+            m.msg.unwrap_or_default(),
+        );
+        if let Some(k) = k {
             facts.kind = Some(k.kind);
             facts.category = k.category;
             match k.kind {
@@ -238,50 +250,73 @@ fn write_raw(out: &mut BytesMut, data: &[u8]) {
 /// Structured data as `{"SD-ID": {"PARAM": "value"}}`. A PARAM name that repeats inside one
 /// element becomes an array of its values; an SD-ID that repeats (accepted in `auto` format)
 /// has its params merged into the first one, the same way. Nothing is overwritten.
-fn write_sd(out: &mut BytesMut, sd: &StructuredData<'_>) {
+///
+/// One walk over the SD: every element and param is written as it comes while the SD-IDs and,
+/// per element, the PARAM names are remembered on the stack (up to 32 each). A repeat (or more
+/// than 32 names) is rare: the output is then cut back and written by the (correct, slower)
+/// grouped path. When `k8s` is given, the params of the first [`SD_ID`] element are offered to
+/// it in the same walk.
+fn write_sd<'a>(
+    out: &mut BytesMut,
+    sd: &StructuredData<'a>,
+    mut k8s: Option<&mut SdValuesBuilder<'a>>,
+) {
+    const N: usize = 32;
+    let start = out.len();
     out.put_u8(b'{');
-    if has_repeats(sd) {
-        write_sd_grouped(out, sd);
-    } else {
-        for (i, el) in sd.elements().enumerate() {
-            if i > 0 {
+    let mut ids = [""; N];
+    let mut repeats = false;
+    'walk: for (n_ids, el) in sd.elements().enumerate() {
+        if n_ids == N || ids[..n_ids].contains(&el.id) {
+            repeats = true;
+            break;
+        }
+        ids[n_ids] = el.id;
+        if n_ids > 0 {
+            out.put_u8(b',');
+        }
+        write_str(out, el.id);
+        out.put_slice(b":{");
+        // Only the first SD_ID element counts; an SD-ID that repeats leaves this walk anyway.
+        let mut collecting = k8s.is_some() && el.id == SD_ID;
+        let mut names = [""; N];
+        for (n, (name, value)) in el.params().enumerate() {
+            if n == N || names[..n].contains(&name) {
+                repeats = true;
+                break 'walk;
+            }
+            names[n] = name;
+            if n > 0 {
                 out.put_u8(b',');
             }
-            write_str(out, el.id);
-            out.put_slice(b":{");
-            for (j, (name, value)) in el.params().enumerate() {
-                if j > 0 {
-                    out.put_u8(b',');
+            write_str(out, name);
+            out.put_u8(b':');
+            write_chunks(out, value.chunks());
+            if collecting {
+                if let Some(v) = k8s.as_deref_mut() {
+                    collecting = v.offer(name, || value.unescaped());
                 }
-                write_str(out, name);
-                out.put_u8(b':');
-                write_chunks(out, value.chunks());
             }
-            out.put_u8(b'}');
+        }
+        out.put_u8(b'}');
+    }
+    if repeats {
+        out.truncate(start);
+        out.put_u8(b'{');
+        write_sd_grouped(out, sd);
+        // Collect the values again from scratch, as `Classifier::classify` does.
+        if let Some(v) = k8s {
+            *v = SdValuesBuilder::default();
+            if let Some(el) = sd.element(SD_ID) {
+                for (name, value) in el.params() {
+                    if !v.offer(name, || value.unescaped()) {
+                        break;
+                    }
+                }
+            }
         }
     }
     out.put_u8(b'}');
-}
-
-/// Whether an SD-ID or, inside one element, a PARAM name repeats. Checked on the stack for up to
-/// 32 names; more than that takes the (correct, slower) grouped path.
-fn has_repeats(sd: &StructuredData<'_>) -> bool {
-    const N: usize = 32;
-    let mut ids = [""; N];
-    for (n_ids, el) in sd.elements().enumerate() {
-        if n_ids == N || ids[..n_ids].contains(&el.id) {
-            return true;
-        }
-        ids[n_ids] = el.id;
-        let mut names = [""; N];
-        for (n, (name, _)) in el.params().enumerate() {
-            if n == N || names[..n].contains(&name) {
-                return true;
-            }
-            names[n] = name;
-        }
-    }
-    false
 }
 
 fn write_sd_grouped(out: &mut BytesMut, sd: &StructuredData<'_>) {
@@ -630,6 +665,41 @@ mod tests {
         assert_eq!(v["truncation"], "frame_too_long");
         assert_eq!(v["declared_length"], 99999);
         assert_eq!(counts.truncated, 1);
+    }
+
+    #[test]
+    fn k8s_fields_from_the_single_sd_walk_match_classify() {
+        // The encoder picks the Kubernetes SD values up while writing the SD; it must find what
+        // `Classifier::classify` finds, also when the SD takes the grouped (repeats) path.
+        let frames: &[&[u8]] = &[
+            br#"<14>1 - h k8s.event/a/b/c - - [kubernetes@47450 namespace="ns1" namespace_name="ns0" pod="p" object="o"] Started container"#,
+            br#"<14>1 - h pod.log/a/b/c - - [x y="1"][kubernetes@47450 container="c1" container_name="c\"0" vm_id="v"] m"#,
+            br#"<14>1 - h pod.log/a/b/c - - [kubernetes@47450 object_name="o" object_name="o2" vm_id="v"] m"#,
+            br#"<14>1 - h k8s.event/a/b/ - - [kubernetes@47450 namespace="n"][kubernetes@47450 namespace_name="m" vm_id="v"] Killing"#,
+            br#"<14>1 - h k8s.event/a/b/ - - [x a="1"][x a="2"][kubernetes@47450 object="q"] Killing"#,
+            br#"<14>1 - h k8s.event - - - Killing"#,
+            br#"<14>1 - h other - - [kubernetes@47450 namespace_name="ns0"] m"#,
+        ];
+        let classifier = Classifier::builtin();
+        for frame in frames {
+            let (line, _) = encode_one(frame, FrameKind::Complete);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let m = parse::parse(frame, Format::Auto).unwrap();
+            match classifier.classify(&m) {
+                None => assert!(v.get("k8s").is_none(), "{line}"),
+                Some(k) => {
+                    let k8s = &v["k8s"];
+                    let field = |f: &Option<std::borrow::Cow<'_, str>>| {
+                        f.as_deref().map_or(serde_json::Value::Null, |s| s.into())
+                    };
+                    assert_eq!(k8s["namespace"], field(&k.namespace), "{line}");
+                    assert_eq!(k8s["object"], field(&k.object), "{line}");
+                    assert_eq!(k8s["container"], field(&k.container), "{line}");
+                    assert_eq!(k8s["vm_id"], field(&k.vm_id), "{line}");
+                    assert_eq!(k8s["kind"], k.kind.as_str(), "{line}");
+                }
+            }
+        }
     }
 
     #[test]
