@@ -281,6 +281,10 @@ impl<'a> ParamValue<'a> {
 
     /// The unescaped value; borrows unless the value holds an escape.
     pub fn unescaped(&self) -> Cow<'a, str> {
+        // Most values hold no backslash at all: one scan and borrow.
+        if find_any(self.raw.as_bytes(), b"\\").is_none() {
+            return Cow::Borrowed(self.raw);
+        }
         let mut it = self.chunks();
         match (it.next(), it.next()) {
             (None, _) => Cow::Borrowed(""),
@@ -325,10 +329,7 @@ impl<'a> Iterator for Chunks<'a> {
         let start = usize::from(b.len() >= 2 && b[0] == b'\\' && is_escapable(b[1]));
         let mut search = start * 2;
         loop {
-            let Some(rel) = b
-                .get(search..)
-                .and_then(|t| t.iter().position(|&c| c == b'\\'))
-            else {
+            let Some(rel) = b.get(search..).and_then(|t| find_any(t, b"\\")) else {
                 let chunk = self.rest.get(start..);
                 self.rest = "";
                 return chunk;
