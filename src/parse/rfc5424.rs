@@ -112,7 +112,25 @@ fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<
     let (i, app_name) = header_field(i, &APP_NAME, r.header_limits)?;
     let (i, procid) = header_field(i, &PROCID, r.header_limits)?;
     let (i, msgid) = header_field(i, &MSGID, r.header_limits)?;
-    let (i, structured_data) = structured_data(i, r)?;
+    let (i, sd) = structured_data(i, r)?;
+    // Everything up to the end of STRUCTURED-DATA is checked for UTF-8 in one go: PRI, VERSION,
+    // TIMESTAMP and the header fields are ASCII (checked above), so only a PARAM-VALUE can fail.
+    let head = match std::str::from_utf8(&input[..input.len() - i.len()]) {
+        Ok(head) => head,
+        Err(e) => {
+            let at = skip(input, e.valid_up_to());
+            return Err(err(at, "PARAM-VALUE not valid UTF-8"));
+        }
+    };
+    // The `&str` of a part of `head` (a sub-slice of `input`; ASCII-bounded, so `get` succeeds).
+    let text = |part: &'a [u8]| {
+        let at = part.as_ptr() as usize - input.as_ptr() as usize;
+        head.get(at..at + part.len()).unwrap_or_default()
+    };
+    let timestamp = timestamp.map(text);
+    let (hostname, app_name) = (hostname.map(text), app_name.map(text));
+    let (procid, msgid) = (procid.map(text), msgid.map(text));
+    let structured_data = sd.map(|raw| StructuredData { raw: text(raw) });
     // `structured_data` leaves either nothing or SP MSG.
     let (msg, bom) = match i.split_first() {
         None => (None, false),
@@ -172,7 +190,7 @@ fn version(i: &[u8]) -> PResult<'_, u16> {
 }
 
 /// TIMESTAMP SP: NILVALUE or a checked RFC 3339 date-time.
-fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
+fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&[u8]>> {
     let len = find_any(i, b" ").unwrap_or(i.len());
     let (tok, rest) = i.split_at(len);
     if tok.is_empty() {
@@ -188,10 +206,8 @@ fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
         if let Err((at, reason)) = timestamp(tok, max_frac) {
             return fail(skip(i, at), reason);
         }
-        match std::str::from_utf8(tok) {
-            Ok(s) => Some(s),
-            Err(_) => return fail(i, "malformed TIMESTAMP"),
-        }
+        // ASCII (checked by `timestamp`); made a `&str` with the rest of the header.
+        Some(tok)
     };
     let (rest, ()) = sp(
         rest,
@@ -202,7 +218,8 @@ fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
 }
 
 /// A header field (HOSTNAME, APP-NAME, PROCID, MSGID) and its SP: `-` or 1*max PRINTUSASCII.
-fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<&'a str>> {
+/// The token is PRINTUSASCII, so ASCII; `message` makes it a `&str` with the rest of the header.
+fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<&'a [u8]>> {
     let run = printusascii_run(i);
     if run == 0 {
         return match i.first() {
@@ -219,14 +236,12 @@ fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<
     if tok == b"-" {
         return Ok((rest, None));
     }
-    match std::str::from_utf8(tok) {
-        Ok(s) => Ok((rest, Some(s))),
-        Err(_) => fail(i, f.non_print),
-    }
+    Ok((rest, Some(tok)))
 }
 
-/// STRUCTURED-DATA: NILVALUE or 1*SD-ELEMENT, followed by SP or the end of input.
-fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<StructuredData<'a>>> {
+/// STRUCTURED-DATA: NILVALUE or 1*SD-ELEMENT, followed by SP or the end of input. Gives the raw
+/// SD-ELEMENTs; `message` checks them for UTF-8 (every PARAM-VALUE must be) with the header.
+fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<&'a [u8]>> {
     let rest = match i.first() {
         None => return fail(i, "STRUCTURED-DATA missing"),
         Some(b'-') => skip(i, 1),
@@ -252,12 +267,7 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<StructuredD
     if i.first() == Some(&b'-') {
         return Ok((rest, None));
     }
-    // SD-NAMEs are ASCII, so this checks that every PARAM-VALUE is UTF-8.
-    let raw = &i[..i.len() - rest.len()];
-    match std::str::from_utf8(raw) {
-        Ok(raw) => Ok((rest, Some(StructuredData { raw }))),
-        Err(e) => fail(skip(i, e.valid_up_to()), "PARAM-VALUE not valid UTF-8"),
-    }
+    Ok((rest, Some(&i[..i.len() - rest.len()])))
 }
 
 /// Expects the octet `c`, else fails with `reason`.
