@@ -498,6 +498,38 @@ pub(crate) fn find_any(hay: &[u8], needles: &[u8]) -> Option<usize> {
         .map(|p| i + p)
 }
 
+/// Length of the run of SD-NAME octets (PRINTUSASCII except `=`, `]`, `"`; SP is not
+/// PRINTUSASCII) at the start of `hay`, 8 octets at a time.
+#[inline]
+pub(crate) fn sd_name_run(hay: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut words = hay.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Octets < 33 (borrows only run upwards from a real hit), octets > 126 (+1 sets the
+        // high bit, or it was set), and the three excluded ones: the lowest flag is exact.
+        let mut hits = (x.wrapping_sub(LO * 33) & !x) | x.wrapping_add(LO) | x;
+        for n in [b'=', b']', b'"'] {
+            let y = x ^ (LO * u64::from(n));
+            hits |= y.wrapping_sub(LO) & !y;
+        }
+        hits &= HI;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + words
+        .remainder()
+        .iter()
+        .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
+        .unwrap_or(words.remainder().len())
+}
+
 /// Length of the run of PRINTUSASCII (33–126) at the start of `hay`.
 #[inline]
 pub(crate) fn printusascii_run(hay: &[u8]) -> usize {

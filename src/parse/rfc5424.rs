@@ -3,7 +3,7 @@
 
 use nom::Parser;
 
-use super::{element_ids, find_any, printusascii_run, StructuredData};
+use super::{element_ids, find_any, printusascii_run, sd_name_run, StructuredData};
 use super::{
     err, fail, pri, skip, strip_bom, to_error, Message, PErr, PResult, ParseError, Protocol,
 };
@@ -285,10 +285,7 @@ fn sd_name<'a>(
     missing: &'static str,
     too_long: &'static str,
 ) -> PResult<'a, &'a [u8]> {
-    let run = i
-        .iter()
-        .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
-        .unwrap_or(i.len());
+    let run = sd_name_run(i);
     if run == 0 {
         return fail(i, missing);
     }

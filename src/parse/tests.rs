@@ -460,3 +460,29 @@ fn find_any_matches_naive_scan() {
     assert_eq!(printusascii_run(b"abcdefghijk\x7flmnop"), 11);
     assert_eq!(printusascii_run(b""), 0);
 }
+
+#[test]
+fn sd_name_run_matches_the_octet_rule() {
+    let reference = |h: &[u8]| {
+        h.iter()
+            .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
+            .unwrap_or(h.len())
+    };
+    // Every octet at every position of a 19-octet name (two words and a tail), with a stop
+    // octet after it so that a later hit cannot hide a missed one.
+    for c in 0..=255u8 {
+        for pos in 0..19 {
+            let mut h = vec![b'a'; 19];
+            h[pos] = c;
+            if pos + 1 < 19 {
+                h[pos + 1] = 0xff;
+            }
+            assert_eq!(sd_name_run(&h), reference(&h), "octet {c} at {pos}");
+        }
+    }
+    assert_eq!(sd_name_run(b""), 0);
+    assert_eq!(
+        sd_name_run(b"service.istio.io/canonical-revision=\"1\""),
+        35
+    );
+}
