@@ -418,19 +418,30 @@ impl Classifier {
         msg: &[u8],
     ) -> Option<K8sInfo<'a>> {
         let (kind, rest) = split_app_name(app_name?)?;
-        let mut segments = rest.map(|r| r.splitn(3, '/'));
-        let mut next = || segments.as_mut().and_then(Iterator::next);
-        let (app_ns, app_obj, app_container) = (next(), next(), next());
         let category = match kind {
             K8sKind::Event => Some(self.categorize(msg)),
             K8sKind::PodLog => None,
         };
+        let (namespace, object, container) = match (sd.namespace, sd.object, sd.container) {
+            // The usual PKS record: the SD has all three, APP-NAME is not read.
+            (Some(ns), Some(obj), Some(c)) => (Some(ns), Some(obj), Some(c)),
+            (ns, obj, c) => {
+                let mut segments = rest.map(|r| r.splitn(3, '/'));
+                let mut next = || segments.as_mut().and_then(Iterator::next);
+                let (app_ns, app_obj, app_container) = (next(), next(), next());
+                (
+                    ns.or(app_ns.map(Cow::Borrowed)),
+                    obj.or(app_obj.map(Cow::Borrowed)),
+                    c.or(app_container.map(Cow::Borrowed)),
+                )
+            }
+        };
         Some(K8sInfo {
             kind,
             category,
-            namespace: sd.namespace.or(app_ns.map(Cow::Borrowed)),
-            object: sd.object.or(app_obj.map(Cow::Borrowed)),
-            container: sd.container.or(app_container.map(Cow::Borrowed)),
+            namespace,
+            object,
+            container,
             vm_id: sd.vm_id,
         })
     }
