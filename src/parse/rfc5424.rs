@@ -385,8 +385,14 @@ pub(crate) fn timestamp(t: &[u8], max_frac: usize) -> Result<Ts, (usize, &'stati
     if !(1..=12).contains(&month) {
         return Err((5, "timestamp: month out of range"));
     }
-    // `year` has 4 digits, so the cast is exact.
-    if chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_none() {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=days_in_month).contains(&day) {
         return Err((8, "timestamp: invalid date (day out of range)"));
     }
     match t.get(10) {

@@ -486,3 +486,18 @@ fn sd_name_run_matches_the_octet_rule() {
         35
     );
 }
+
+#[test]
+fn timestamp_dates_agree_with_chrono() {
+    // Every day 00..=32 of every month of years around the leap-year rules.
+    for year in [0, 1, 4, 100, 1900, 1999, 2000, 2023, 2024, 2100, 2400, 9999] {
+        for month in 1..=12 {
+            for day in 0..=32 {
+                let ts = format!("{year:04}-{month:02}-{day:02}T00:00:00Z");
+                let ours = rfc5424::timestamp(ts.as_bytes(), 9).is_ok();
+                let chrono = chrono::NaiveDate::from_ymd_opt(year, month, day).is_some();
+                assert_eq!(ours, chrono, "{ts}");
+            }
+        }
+    }
+}
