@@ -173,7 +173,7 @@ impl<'c> Encoder<'c> {
                 match std::str::from_utf8(text) {
                     Ok(s) => write_str(out, s),
                     Err(_) => {
-                        write_str(out, &String::from_utf8_lossy(text));
+                        write_lossy(out, text);
                         out.put_slice(b",\"message_base64\":");
                         write_base64(out, text);
                     }
@@ -240,7 +240,7 @@ fn write_raw(out: &mut BytesMut, data: &[u8]) {
     match std::str::from_utf8(data) {
         Ok(s) => write_str(out, s),
         Err(_) => {
-            write_str(out, &String::from_utf8_lossy(data));
+            write_lossy(out, data);
             out.put_slice(b",\"raw_base64\":");
             write_base64(out, data);
         }
@@ -371,6 +371,19 @@ fn write_opt_str(out: &mut BytesMut, s: Option<&str>) {
         Some(s) => write_str(out, s),
         None => out.put_slice(b"null"),
     }
+}
+
+/// Writes `bytes` as a JSON string the way `String::from_utf8_lossy` would read them (each
+/// invalid sequence becomes U+FFFD), without building that `String`.
+fn write_lossy(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u8(b'"');
+    for chunk in bytes.utf8_chunks() {
+        write_escaped(out, chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.put_slice("\u{fffd}".as_bytes());
+        }
+    }
+    out.put_u8(b'"');
 }
 
 /// Writes `s` as a JSON string.
@@ -699,6 +712,26 @@ mod tests {
                     assert_eq!(k8s["kind"], k.kind.as_str(), "{line}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lossy_matches_from_utf8_lossy() {
+        for bytes in [
+            &b""[..],
+            b"plain",
+            b"\xff",
+            b"a\xffb\"c",
+            b"\xe2\x82",
+            b"\xe2\x82\xac\xf0\x9f\x98",
+            b"\xc3\xa9\xc3",
+            b"\xed\xa0\x80x\n",
+        ] {
+            let mut ours = BytesMut::new();
+            write_lossy(&mut ours, bytes);
+            let mut reference = BytesMut::new();
+            write_str(&mut reference, &String::from_utf8_lossy(bytes));
+            assert_eq!(ours, reference, "{bytes:?}");
         }
     }
 
