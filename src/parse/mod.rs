@@ -128,9 +128,87 @@ impl<'a> Message<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct StructuredData<'a> {
     raw: &'a str,
+    /// Where the elements and params are, as found by the parser (`None`: walk by scanning).
+    spans: Option<Spans>,
+}
+
+/// Most SD-ELEMENTs / SD-PARAMs whose positions the parser keeps; an SD with more (or longer
+/// than 64 KiB) is walked by scanning, with the same result.
+const MAX_ELEMENTS: usize = 4;
+const MAX_PARAMS: usize = 16;
+
+/// Positions (offsets in the SD's raw text) found while the parser validated it, so that
+/// walking the SD does not scan it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spans {
+    /// Per element: the end of its SD-ID (the SP or `]` after it), its closing `]`, and the
+    /// index one past its last param in `params`.
+    elements: [(u16, u16, u8); MAX_ELEMENTS],
+    /// Per param: its `=` and the closing `"` of its value.
+    params: [(u16, u16); MAX_PARAMS],
+    n_elements: u8,
+    n_params: u8,
+}
+
+/// Collects [`Spans`] during validation; gives up (and the walk scans) past the limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanRecorder {
+    spans: Spans,
+    ok: bool,
+}
+
+impl SpanRecorder {
+    /// Nothing recorded yet.
+    pub(crate) fn new() -> Self {
+        SpanRecorder {
+            spans: Spans {
+                elements: [(0, 0, 0); MAX_ELEMENTS],
+                params: [(0, 0); MAX_PARAMS],
+                n_elements: 0,
+                n_params: 0,
+            },
+            ok: true,
+        }
+    }
+
+    /// A param of the current element: offsets of its `=` and closing `"`.
+    #[inline]
+    pub(crate) fn param(&mut self, eq: usize, close: usize) {
+        let n = usize::from(self.spans.n_params);
+        match (u16::try_from(eq), u16::try_from(close)) {
+            (Ok(eq), Ok(close)) if self.ok && n < MAX_PARAMS => {
+                self.spans.params[n] = (eq, close);
+                self.spans.n_params += 1;
+            }
+            _ => self.ok = false,
+        }
+    }
+
+    /// The element whose params were just recorded: offsets of its SD-ID's end and its `]`.
+    #[inline]
+    pub(crate) fn element(&mut self, id_end: usize, close: usize) {
+        let n = usize::from(self.spans.n_elements);
+        match (u16::try_from(id_end), u16::try_from(close)) {
+            (Ok(id_end), Ok(close)) if self.ok && n < MAX_ELEMENTS => {
+                self.spans.elements[n] = (id_end, close, self.spans.n_params);
+                self.spans.n_elements += 1;
+            }
+            _ => self.ok = false,
+        }
+    }
+
+    /// The spans, unless a limit was passed.
+    pub(crate) fn finish(self) -> Option<Spans> {
+        self.ok.then_some(self.spans)
+    }
 }
 
 impl<'a> StructuredData<'a> {
+    /// Validated SD-ELEMENTs `raw` with the positions the parser found in them.
+    pub(crate) fn new(raw: &'a str, spans: Option<Spans>) -> Self {
+        StructuredData { raw, spans }
+    }
+
     /// The STRUCTURED-DATA as sent (all SD-ELEMENTs, escapes not resolved).
     pub fn raw(&self) -> &'a str {
         self.raw
@@ -138,7 +216,12 @@ impl<'a> StructuredData<'a> {
 
     /// The SD-ELEMENTs in order.
     pub fn elements(&self) -> Elements<'a> {
-        Elements { rest: self.raw }
+        Elements {
+            rest: self.raw,
+            raw: self.raw,
+            spans: self.spans,
+            next: 0,
+        }
     }
 
     /// The first element whose SD-ID is `id`.
@@ -150,21 +233,64 @@ impl<'a> StructuredData<'a> {
 /// Iterator over the SD-ELEMENTs of a [`StructuredData`] (see [`StructuredData::elements`]).
 #[derive(Debug, Clone)]
 pub struct Elements<'a> {
+    /// Scanning: the elements not yet walked.
     rest: &'a str,
+    /// With spans: the whole SD, the spans and the index of the next element.
+    raw: &'a str,
+    spans: Option<Spans>,
+    next: u8,
 }
 
 impl<'a> Iterator for Elements<'a> {
     type Item = Element<'a>;
 
     fn next(&mut self) -> Option<Element<'a>> {
+        if let Some(sp) = &self.spans {
+            let k = usize::from(self.next);
+            if k >= usize::from(sp.n_elements) {
+                return None;
+            }
+            self.next += 1;
+            let (id_end, close, params_end) = sp.elements[k];
+            let (start, params_start) = match k.checked_sub(1) {
+                Some(prev) => (usize::from(sp.elements[prev].1) + 1, sp.elements[prev].2),
+                None => (0, 0),
+            };
+            let (id_end, close) = (usize::from(id_end), usize::from(close));
+            return Some(Element {
+                id: self.raw.get(start + 1..id_end)?,
+                params_raw: self.raw.get(id_end..close)?,
+                cached: Some(CachedParams {
+                    raw: self.raw,
+                    params: sp.params,
+                    next: params_start,
+                    end: params_end,
+                    // The SP before the first PARAM-NAME is at `id_end`.
+                    prev_close: id_end.checked_sub(1)?,
+                }),
+            });
+        }
         let (id_end, close) = split_element(self.rest.as_bytes())?;
         let el = Element {
             id: self.rest.get(1..id_end)?,
             params_raw: self.rest.get(id_end..close)?,
+            cached: None,
         };
         self.rest = self.rest.get(close + 1..)?;
         Some(el)
     }
+}
+
+/// The params of one element as found by the parser: `params[next..end]` of the whole SD
+/// `raw`; `prev_close` is the closing quote of the previous param (one before the SP that
+/// precedes the next PARAM-NAME).
+#[derive(Debug, Clone, Copy)]
+struct CachedParams<'a> {
+    raw: &'a str,
+    params: [(u16, u16); MAX_PARAMS],
+    next: u8,
+    end: u8,
+    prev_close: usize,
 }
 
 /// For SD-ELEMENTs at the start of `b` (already validated): the end of the SD-ID and the index
@@ -215,6 +341,7 @@ pub struct Element<'a> {
     /// SD-ID.
     pub id: &'a str,
     params_raw: &'a str,
+    cached: Option<CachedParams<'a>>,
 }
 
 impl<'a> Element<'a> {
@@ -222,6 +349,7 @@ impl<'a> Element<'a> {
     pub fn params(&self) -> Params<'a> {
         Params {
             rest: self.params_raw,
+            cached: self.cached,
         }
     }
 
@@ -234,13 +362,28 @@ impl<'a> Element<'a> {
 /// Iterator over the SD-PARAMs of an [`Element`] as `(PARAM-NAME, value)` (see [`Element::params`]).
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
+    /// Scanning: the params not yet walked.
     rest: &'a str,
+    /// The positions found by the parser, when it kept them.
+    cached: Option<CachedParams<'a>>,
 }
 
 impl<'a> Iterator for Params<'a> {
     type Item = (&'a str, ParamValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(c) = &mut self.cached {
+            if c.next >= c.end {
+                return None;
+            }
+            let (eq, close) = c.params[usize::from(c.next)];
+            let (eq, close) = (usize::from(eq), usize::from(close));
+            let name = c.raw.get(c.prev_close + 2..eq)?;
+            let raw = c.raw.get(eq + 2..close)?;
+            c.next += 1;
+            c.prev_close = close;
+            return Some((name, ParamValue { raw }));
+        }
         // Each param is ` NAME="VALUE"`.
         let b = self.rest.as_bytes();
         if b.first() != Some(&b' ') {

@@ -3,7 +3,9 @@
 
 use nom::Parser;
 
-use super::{element_ids, find_any, printusascii_run, sd_name_run, StructuredData};
+use super::{
+    element_ids, find_any, printusascii_run, sd_name_run, SpanRecorder, Spans, StructuredData,
+};
 use super::{
     err, fail, pri, skip, strip_bom, to_error, Message, PErr, PResult, ParseError, Protocol,
 };
@@ -130,7 +132,7 @@ fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<
     let timestamp = timestamp.map(text);
     let (hostname, app_name) = (hostname.map(text), app_name.map(text));
     let (procid, msgid) = (procid.map(text), msgid.map(text));
-    let structured_data = sd.map(|raw| StructuredData { raw: text(raw) });
+    let structured_data = sd.map(|(raw, spans)| StructuredData::new(text(raw), spans));
     // `structured_data` leaves either nothing or SP MSG.
     let (msg, bom) = match i.split_first() {
         None => (None, false),
@@ -241,14 +243,19 @@ fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<
 
 /// STRUCTURED-DATA: NILVALUE or 1*SD-ELEMENT, followed by SP or the end of input. Gives the raw
 /// SD-ELEMENTs; `message` checks them for UTF-8 (every PARAM-VALUE must be) with the header.
-fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<&'a [u8]>> {
+///
+/// Also gives the positions of the elements and params ([`Spans`]), so that walking the SD
+/// later does not scan it again.
+#[allow(clippy::type_complexity)]
+fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<(&'a [u8], Option<Spans>)>> {
+    let mut spans = SpanRecorder::new();
     let rest = match i.first() {
         None => return fail(i, "STRUCTURED-DATA missing"),
         Some(b'-') => skip(i, 1),
         Some(b'[') => {
             let mut p = i;
             while p.first() == Some(&b'[') {
-                let (next, id) = sd_element(p, r)?;
+                let (next, id) = sd_element(p, r, i.len(), &mut spans)?;
                 if r.unique_sd_ids {
                     let before = &i[..i.len() - p.len()];
                     if element_ids(before).any(|seen| seen == id) {
@@ -267,7 +274,7 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<&'a [u8]>> 
     if i.first() == Some(&b'-') {
         return Ok((rest, None));
     }
-    Ok((rest, Some(&i[..i.len() - rest.len()])))
+    Ok((rest, Some((&i[..i.len() - rest.len()], spans.finish()))))
 }
 
 /// Expects the octet `c`, else fails with `reason`.
@@ -295,8 +302,15 @@ fn sd_name<'a>(
     Ok((skip(i, run), &i[..run]))
 }
 
-/// One SD-ELEMENT: `[` SD-ID *(SP SD-PARAM) `]`; gives the SD-ID.
-fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
+/// One SD-ELEMENT: `[` SD-ID *(SP SD-PARAM) `]`; gives the SD-ID. Records the positions of
+/// its parts in `spans`, as offsets from the start of the SD (`sd_len` octets before it ends).
+fn sd_element<'a>(
+    i: &'a [u8],
+    r: &Rules,
+    sd_len: usize,
+    spans: &mut SpanRecorder,
+) -> PResult<'a, &'a [u8]> {
+    let at = |rest: &[u8]| sd_len - rest.len();
     let (p, ()) = byte(b'[', "SD-ELEMENT must start with \"[\"")(i)?;
     let (mut p, id) = sd_name(
         p,
@@ -304,9 +318,13 @@ fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
         "SD-ID missing or invalid",
         "SD-NAME too long (SD-ID > 32)",
     )?;
+    let id_end = at(p);
     loop {
         match p.split_first() {
-            Some((b']', rest)) => return Ok((rest, id)),
+            Some((b']', rest)) => {
+                spans.element(id_end, at(p));
+                return Ok((rest, id));
+            }
             Some((b' ', rest)) => {
                 let (q, _name) = sd_name(
                     rest,
@@ -314,12 +332,15 @@ fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
                     "PARAM-NAME missing or invalid",
                     "SD-NAME too long (PARAM-NAME > 32)",
                 )?;
+                let eq = at(q);
                 let (q, _) = (
                     byte(b'=', "SD-PARAM: \"=\" expected after PARAM-NAME"),
                     byte(b'"', "SD-PARAM: opening quote expected after \"=\""),
                 )
                     .parse(q)?;
                 p = param_value(q, r.unescaped_bracket)?.0;
+                // `p` starts right after the closing quote.
+                spans.param(eq, at(p) - 1);
             }
             _ => return fail(p, "SD-ELEMENT: expected SP or \"]\" after SD-ID/SD-PARAM"),
         }

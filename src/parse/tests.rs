@@ -501,3 +501,53 @@ fn timestamp_dates_agree_with_chrono() {
         }
     }
 }
+
+/// Every element and param of `sd` as owned strings.
+fn walk_sd(sd: &StructuredData<'_>) -> Vec<(String, Vec<(String, String)>)> {
+    sd.elements()
+        .map(|el| {
+            let params = el
+                .params()
+                .map(|(n, v)| (n.to_owned(), v.raw().to_owned()))
+                .collect();
+            (el.id.to_owned(), params)
+        })
+        .collect()
+}
+
+#[test]
+fn walking_with_the_parsers_spans_equals_scanning() {
+    let mut frames: Vec<Vec<u8>> = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/pks-sink-2k.lf"
+    ))
+    .expect("read sample")
+    .split(|&b| b == b'\n')
+    .filter(|l| !l.is_empty())
+    .map(<[u8]>::to_vec)
+    .collect();
+    let many_params: String = (0..20).map(|k| format!(" p{k}=\"v{k}\"")).collect();
+    let many_elements: String = (0..6).map(|k| format!("[e{k} a=\"{k}\"]")).collect();
+    for sd in [
+        r#"[a]"#.to_owned(),
+        r#"[a][b]"#.to_owned(),
+        r#"[a x="1" y="" z="a\"b\\c\]d]e"][b w="]"][a x="2"]"#.to_owned(),
+        format!("[big{many_params}]"),
+        format!("[m x=\"1\"]{many_elements}"),
+        format!("[long v=\"{}\"]", "x".repeat(70_000)),
+    ] {
+        frames.push(format!("<14>1 - h a - - {sd} msg").into_bytes());
+        frames.push(format!("<14>1 - h a - - {sd}").into_bytes());
+    }
+    let mut with_spans = 0;
+    for frame in &frames {
+        let m = parse(frame, Format::Auto).expect("parses");
+        let Some(sd) = m.structured_data else {
+            continue;
+        };
+        with_spans += usize::from(sd.spans.is_some());
+        let scanned = StructuredData::new(sd.raw(), None);
+        assert_eq!(walk_sd(&sd), walk_sd(&scanned), "{}", sd.raw());
+    }
+    assert!(with_spans > 1900, "spans kept for {with_spans} SDs");
+}
