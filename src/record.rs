@@ -428,12 +428,31 @@ fn find_escape(b: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    // The tail, padded with an octet that needs no escape.
+    // The tail (0-7 octets) as one word, without a variable-length copy (a memcpy call).
     let rem = words.remainder();
-    let mut w = [b'a'; 8];
-    w[..rem.len()].copy_from_slice(rem);
-    let hits = escape_mask(u64::from_le_bytes(w));
+    if rem.is_empty() {
+        return None;
+    }
+    let hits = escape_mask(tail_word(b, rem.len()));
     (hits != 0).then(|| i + (hits.trailing_zeros() / 8) as usize)
+}
+
+/// The last `n` (1-7) octets of `b` as the low octets of a word, the others an octet that needs
+/// no escape: overlapping fixed-size reads, whose overlap holds the same octets.
+#[inline(always)]
+fn tail_word(b: &[u8], n: usize) -> u64 {
+    let t = &b[b.len() - n..];
+    let x = if n >= 4 {
+        let lo = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+        let hi = u32::from_le_bytes([t[n - 4], t[n - 3], t[n - 2], t[n - 1]]);
+        u64::from(lo) | (u64::from(hi) << (8 * (n - 4)))
+    } else {
+        u64::from(t[0])
+            | (u64::from(t[n / 2]) << (8 * (n / 2)))
+            | (u64::from(t[n - 1]) << (8 * (n - 1)))
+    };
+    let pad = u64::from_le_bytes([b'a'; 8]) & (!0u64 << (8 * n));
+    x | pad
 }
 
 /// Writes `s` JSON-escaped (without quotes): runs that need no escape are copied whole.
@@ -528,14 +547,14 @@ mod tests {
 
     #[test]
     fn escapes_every_octet_at_every_position() {
-        // Each ASCII char and a few multi-octet ones, at each offset of a 17-char text (the word
-        // scan, its tail and the boundary between them), with a `"` two chars later.
+        // Each ASCII char and a few multi-octet ones, at each offset of texts of 1-17 chars (the
+        // word scan, its tail and the boundary between them), with a `"` two chars later.
         let extra = ['\u{7f}', '\u{80}', 'é', '\u{a0}', '\u{ffff}', '😀'];
         for c in (0u8..0x80).map(char::from).chain(extra) {
-            for pos in 0..17 {
-                let mut text: Vec<char> = vec!['x'; 17];
+            for (len, pos) in (1..=17).flat_map(|len| (0..len).map(move |pos| (len, pos))) {
+                let mut text: Vec<char> = vec!['x'; len];
                 text[pos] = c;
-                if pos + 2 < 17 {
+                if pos + 2 < len {
                     text[pos + 2] = '"';
                 }
                 let s: String = text.into_iter().collect();
