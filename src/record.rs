@@ -291,7 +291,7 @@ fn write_sd<'a>(
             }
             write_str(out, name);
             out.put_u8(b':');
-            write_chunks(out, value.chunks());
+            write_param_value(out, value.raw());
             if collecting {
                 if let Some(v) = k8s.as_deref_mut() {
                     collecting = v.offer(name, || value.unescaped());
@@ -350,14 +350,14 @@ fn write_sd_grouped(out: &mut BytesMut, sd: &StructuredData<'_>) {
             write_str(out, name);
             out.put_u8(b':');
             if group().filter(|(n, _)| *n == name).count() == 1 {
-                write_chunks(out, value.chunks());
+                write_param_value(out, value.raw());
             } else {
                 out.put_u8(b'[');
                 for (k, (_, v)) in group().filter(|(n, _)| *n == name).enumerate() {
                     if k > 0 {
                         out.put_u8(b',');
                     }
-                    write_chunks(out, v.chunks());
+                    write_param_value(out, v.raw());
                 }
                 out.put_u8(b']');
             }
@@ -393,11 +393,38 @@ pub fn write_str(out: &mut BytesMut, s: &str) {
     out.put_u8(b'"');
 }
 
-fn write_chunks<'a>(out: &mut BytesMut, chunks: impl Iterator<Item = &'a str>) {
+/// Writes a PARAM-VALUE as sent (`raw`) as the JSON string of its unescaped value, in one scan:
+/// `\"` `\\` `\]` lose their backslash (RFC 5424 §6.3.3; any other backslash stays), then JSON
+/// escaping applies, the same as writing [`parse::ParamValue::chunks`] one by one. The scan for
+/// JSON escapes also stops at every backslash, so a value without one is copied whole.
+fn write_param_value(out: &mut BytesMut, raw: &str) {
+    let bytes = raw.as_bytes();
     out.put_u8(b'"');
-    for c in chunks {
-        write_escaped(out, c);
+    let mut start = 0;
+    while let Some(rel) = find_escape(&bytes[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'"') => {
+                    out.extend_from_slice(b"\\\"");
+                    start = i + 2;
+                }
+                Some(b']') => {
+                    out.put_u8(b']');
+                    start = i + 2;
+                }
+                Some(b'\\') => {
+                    out.extend_from_slice(b"\\\\");
+                    start = i + 2;
+                }
+                _ => out.extend_from_slice(b"\\\\"),
+            },
+            b => write_escape(out, b),
+        }
     }
+    out.extend_from_slice(&bytes[start..]);
     out.put_u8(b'"');
 }
 
@@ -455,6 +482,29 @@ fn tail_word(b: &[u8], n: usize) -> u64 {
     x | pad
 }
 
+/// Writes the JSON escape of `b`, an octet that [`find_escape`] flagged.
+#[inline(always)]
+fn write_escape(out: &mut BytesMut, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        }
+    }
+}
+
 /// Writes `s` JSON-escaped (without quotes): runs that need no escape are copied whole.
 fn write_escaped(out: &mut BytesMut, s: &str) {
     let bytes = s.as_bytes();
@@ -462,25 +512,7 @@ fn write_escaped(out: &mut BytesMut, s: &str) {
     while let Some(rel) = find_escape(&bytes[start..]) {
         let i = start + rel;
         out.extend_from_slice(&bytes[start..i]);
-        let b = bytes[i];
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
-            }
-        }
+        write_escape(out, bytes[i]);
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
@@ -752,6 +784,42 @@ mod tests {
             write_str(&mut reference, &String::from_utf8_lossy(bytes));
             assert_eq!(ours, reference, "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn param_values_are_unescaped_then_json_escaped() {
+        // Every value of up to 6 octets over an alphabet with the SD and JSON specials,
+        // against the chunk iterator + JSON escaping, for each value the parser accepts.
+        let alphabet = [b'a', b'\\', b'"', b']', b'\n', b'x'];
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for mut code in 0..alphabet.len().pow(len) {
+                let mut raw = Vec::new();
+                for _ in 0..len {
+                    raw.push(alphabet[code % alphabet.len()]);
+                    code /= alphabet.len();
+                }
+                let mut frame = b"<14>1 - - - - - [a v=\"".to_vec();
+                frame.extend_from_slice(&raw);
+                frame.extend_from_slice(b"\"]");
+                let Ok(m) = parse::parse(&frame, Format::Auto) else {
+                    continue;
+                };
+                let sd = m.structured_data.unwrap();
+                let value = sd.element("a").unwrap().param("v").unwrap();
+                let mut ours = BytesMut::new();
+                write_param_value(&mut ours, value.raw());
+                let mut reference = BytesMut::new();
+                reference.put_u8(b'"');
+                for c in value.chunks() {
+                    write_escaped(&mut reference, c);
+                }
+                reference.put_u8(b'"');
+                assert_eq!(ours, reference, "{:?}", value.raw());
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]
