@@ -641,54 +641,55 @@ pub(crate) fn find_any(hay: &[u8], needles: &[u8]) -> Option<usize> {
         .map(|p| i + p)
 }
 
-/// Length of the run of SD-NAME octets (PRINTUSASCII except `=`, `]`, `"`; SP is not
-/// PRINTUSASCII) at the start of `hay`, 8 octets at a time.
-#[inline]
-pub(crate) fn sd_name_run(hay: &[u8]) -> usize {
+/// Flags (high bit of each octet) the octets of `x` outside PRINTUSASCII (33-126) and those
+/// equal to one of `extra`. The lowest flag is exact: borrows and carries only run upwards from
+/// a real hit.
+#[inline(always)]
+fn non_print_mask(x: u64, extra: &[u8]) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
+    // Octets < 33, octets > 126 (+1 sets the high bit, or it was set).
+    let mut hits = (x.wrapping_sub(LO * 33) & !x) | x.wrapping_add(LO) | x;
+    for &n in extra {
+        let y = x ^ (LO * u64::from(n));
+        hits |= y.wrapping_sub(LO) & !y;
+    }
+    hits & HI
+}
+
+/// Length of the run at the start of `hay` of PRINTUSASCII octets other than `extra`, 8 octets
+/// at a time.
+#[inline(always)]
+fn print_run(hay: &[u8], extra: &[u8]) -> usize {
     let mut i = 0;
     let mut words = hay.chunks_exact(8);
     for chunk in &mut words {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        // Octets < 33 (borrows only run upwards from a real hit), octets > 126 (+1 sets the
-        // high bit, or it was set), and the three excluded ones: the lowest flag is exact.
-        let mut hits = (x.wrapping_sub(LO * 33) & !x) | x.wrapping_add(LO) | x;
-        for n in [b'=', b']', b'"'] {
-            let y = x ^ (LO * u64::from(n));
-            hits |= y.wrapping_sub(LO) & !y;
-        }
-        hits &= HI;
+        let hits = non_print_mask(u64::from_le_bytes(word), extra);
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    i + words
-        .remainder()
+    let rem = words.remainder();
+    i + rem
         .iter()
-        .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
-        .unwrap_or(words.remainder().len())
+        .position(|c| !(33..=126).contains(c) || extra.contains(c))
+        .unwrap_or(rem.len())
 }
 
-/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`.
+/// Length of the run of SD-NAME octets (PRINTUSASCII except `=`, `]`, `"`; SP is not
+/// PRINTUSASCII) at the start of `hay`, 8 octets at a time.
+#[inline]
+pub(crate) fn sd_name_run(hay: &[u8]) -> usize {
+    print_run(hay, b"=]\"")
+}
+
+/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`, 8 octets at a time.
 #[inline]
 pub(crate) fn printusascii_run(hay: &[u8]) -> usize {
-    let sp = find_any(hay, b" ").unwrap_or(hay.len());
-    let tok = &hay[..sp];
-    // Branch-free check of the whole token first (the common case), then find the culprit.
-    if tok
-        .iter()
-        .fold(true, |ok, &c| ok & (c.wrapping_sub(33) < 94))
-    {
-        sp
-    } else {
-        tok.iter()
-            .position(|&c| c.wrapping_sub(33) >= 94)
-            .unwrap_or(sp)
-    }
+    print_run(hay, b"")
 }
 
 /// Strips a leading UTF-8 BOM: `(msg, bom)`.

@@ -462,7 +462,7 @@ fn find_any_matches_naive_scan() {
 }
 
 #[test]
-fn sd_name_run_matches_the_octet_rule() {
+fn sd_name_and_printusascii_runs_match_the_octet_rules() {
     let reference = |h: &[u8]| {
         h.iter()
             .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
@@ -478,6 +478,8 @@ fn sd_name_run_matches_the_octet_rule() {
                 h[pos + 1] = 0xff;
             }
             assert_eq!(sd_name_run(&h), reference(&h), "octet {c} at {pos}");
+            let print = h.iter().position(|c| !(33..=126).contains(c)).unwrap_or(19);
+            assert_eq!(printusascii_run(&h), print, "octet {c} at {pos}");
         }
     }
     assert_eq!(sd_name_run(b""), 0);
