@@ -170,13 +170,10 @@ impl<'c> Encoder<'c> {
             None => out.put_slice(b"null"),
             Some(bytes) => {
                 let text = strip_trailing_newline(bytes);
-                match std::str::from_utf8(text) {
-                    Ok(s) => write_str(out, s),
-                    Err(_) => {
-                        write_lossy(out, text);
-                        out.put_slice(b",\"message_base64\":");
-                        write_base64(out, text);
-                    }
+                if !write_text(out, text) {
+                    write_lossy(out, text);
+                    out.put_slice(b",\"message_base64\":");
+                    write_base64(out, text);
                 }
             }
         }
@@ -373,6 +370,35 @@ fn write_opt_str(out: &mut BytesMut, s: Option<&str>) {
     }
 }
 
+/// Writes `text` as a JSON string if it is UTF-8, and returns whether it was (else writes
+/// nothing). One scan does both: the JSON escapes of the ASCII part are found with a check for
+/// non-ASCII octets in the same words, and only from the first non-ASCII octet on is the rest
+/// validated (by `from_utf8`) and written.
+fn write_text(out: &mut BytesMut, text: &[u8]) -> bool {
+    let mark = out.len();
+    out.put_u8(b'"');
+    let mut start = 0;
+    while let Some(rel) = find_flagged::<true>(&text[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&text[start..i]);
+        if text[i] >= 0x80 {
+            // Everything before `i` is ASCII, so `i` starts a character.
+            if std::str::from_utf8(&text[i..]).is_err() {
+                out.truncate(mark);
+                return false;
+            }
+            write_escaped_bytes(out, &text[i..]);
+            out.put_u8(b'"');
+            return true;
+        }
+        write_escape(out, text[i]);
+        start = i + 1;
+    }
+    out.extend_from_slice(&text[start..]);
+    out.put_u8(b'"');
+    true
+}
+
 /// Writes `bytes` as a JSON string the way `String::from_utf8_lossy` would read them (each
 /// invalid sequence becomes U+FFFD), without building that `String`.
 fn write_lossy(out: &mut BytesMut, bytes: &[u8]) {
@@ -444,12 +470,20 @@ fn escape_mask(x: u64) -> u64 {
 /// Index of the first octet of `b` that needs a JSON escape, 8 octets at a time.
 #[inline]
 fn find_escape(b: &[u8]) -> Option<usize> {
+    find_flagged::<false>(b)
+}
+
+/// [`find_escape`], or with `NON_ASCII` also the first octet >= 0x80.
+#[inline(always)]
+fn find_flagged<const NON_ASCII: bool>(b: &[u8]) -> Option<usize> {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mask = |x: u64| escape_mask(x) | if NON_ASCII { x & HI } else { 0 };
     let mut words = b.chunks_exact(8);
     let mut i = 0;
     for chunk in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        let hits = escape_mask(u64::from_le_bytes(w));
+        let hits = mask(u64::from_le_bytes(w));
         if hits != 0 {
             return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
@@ -460,7 +494,7 @@ fn find_escape(b: &[u8]) -> Option<usize> {
     if rem.is_empty() {
         return None;
     }
-    let hits = escape_mask(tail_word(b, rem.len()));
+    let hits = mask(tail_word(b, rem.len()));
     (hits != 0).then(|| i + (hits.trailing_zeros() / 8) as usize)
 }
 
@@ -507,7 +541,11 @@ fn write_escape(out: &mut BytesMut, b: u8) {
 
 /// Writes `s` JSON-escaped (without quotes): runs that need no escape are copied whole.
 fn write_escaped(out: &mut BytesMut, s: &str) {
-    let bytes = s.as_bytes();
+    write_escaped_bytes(out, s.as_bytes());
+}
+
+/// [`write_escaped`] for octets known to be UTF-8.
+fn write_escaped_bytes(out: &mut BytesMut, bytes: &[u8]) {
     let mut start = 0;
     while let Some(rel) = find_escape(&bytes[start..]) {
         let i = start + rel;
@@ -820,6 +858,34 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn text_is_written_as_utf8_or_refused() {
+        for text in [
+            &b""[..],
+            b"plain \"quoted\"\n",
+            "caf\u{e9} \"x\" \u{1F600}\t".as_bytes(),
+            b"ascii first then \xc3\xa9 and \"q\"",
+            b"\xff",
+            b"abcdefgh\"\xc3",
+            b"\xc3\xa9\xff",
+        ] {
+            let mut ours = BytesMut::from(&b"prefix"[..]);
+            let ok = write_text(&mut ours, text);
+            match std::str::from_utf8(text) {
+                Ok(s) => {
+                    assert!(ok, "{text:?}");
+                    let mut reference = BytesMut::from(&b"prefix"[..]);
+                    write_str(&mut reference, s);
+                    assert_eq!(ours, reference, "{text:?}");
+                }
+                Err(_) => {
+                    assert!(!ok, "{text:?}");
+                    assert_eq!(&ours[..], b"prefix", "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
