@@ -13,7 +13,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::classify::{Category, Classifier, K8sInfo, K8sKind};
+use crate::classify::{Category, Classifier, K8sInfo, K8sKind, SdValuesBuilder, SD_ID};
 use crate::framing::{Frame, FrameKind};
 use crate::metrics::BatchCounts;
 use crate::parse::{self, Format, Message, ParamValue, StructuredData};
@@ -156,9 +156,13 @@ impl<'c> Encoder<'c> {
             out.put_slice(key);
             write_opt_str(out, value);
         }
+        // Only Kubernetes records need the SD values; they are picked up while the SD is
+        // written (one walk over it).
+        let kind = m.app_name.and_then(K8sKind::from_app_name);
+        let mut sd_values = SdValuesBuilder::default();
         out.put_slice(b",\"structured_data\":");
         match &m.structured_data {
-            Some(sd) => write_sd(out, sd),
+            Some(sd) => write_sd(out, sd, kind.is_some().then_some(&mut sd_values)),
             None => out.put_slice(b"null"),
         }
         out.put_slice(b",\"message\":");
@@ -166,17 +170,22 @@ impl<'c> Encoder<'c> {
             None => out.put_slice(b"null"),
             Some(bytes) => {
                 let text = strip_trailing_newline(bytes);
-                match std::str::from_utf8(text) {
-                    Ok(s) => write_str(out, s),
-                    Err(_) => {
-                        write_str(out, &String::from_utf8_lossy(text));
-                        out.put_slice(b",\"message_base64\":");
-                        write_base64(out, text);
-                    }
+                if !write_text(out, text) {
+                    write_lossy(out, text);
+                    out.put_slice(b",\"message_base64\":");
+                    write_base64(out, text);
                 }
             }
         }
-        if let Some(k) = self.classifier.classify(m) {
+        if kind.is_none() {
+            return;
+        }
+        let k = self.classifier.classify_parts(
+            m.app_name,
+            sd_values.finish(),
+            m.msg.unwrap_or_default(),
+        );
+        if let Some(k) = k {
             facts.kind = Some(k.kind);
             facts.category = k.category;
             match k.kind {
@@ -228,7 +237,7 @@ fn write_raw(out: &mut BytesMut, data: &[u8]) {
     match std::str::from_utf8(data) {
         Ok(s) => write_str(out, s),
         Err(_) => {
-            write_str(out, &String::from_utf8_lossy(data));
+            write_lossy(out, data);
             out.put_slice(b",\"raw_base64\":");
             write_base64(out, data);
         }
@@ -238,50 +247,73 @@ fn write_raw(out: &mut BytesMut, data: &[u8]) {
 /// Structured data as `{"SD-ID": {"PARAM": "value"}}`. A PARAM name that repeats inside one
 /// element becomes an array of its values; an SD-ID that repeats (accepted in `auto` format)
 /// has its params merged into the first one, the same way. Nothing is overwritten.
-fn write_sd(out: &mut BytesMut, sd: &StructuredData<'_>) {
+///
+/// One walk over the SD: every element and param is written as it comes while the SD-IDs and,
+/// per element, the PARAM names are remembered on the stack (up to 32 each). A repeat (or more
+/// than 32 names) is rare: the output is then cut back and written by the (correct, slower)
+/// grouped path. When `k8s` is given, the params of the first [`SD_ID`] element are offered to
+/// it in the same walk.
+fn write_sd<'a>(
+    out: &mut BytesMut,
+    sd: &StructuredData<'a>,
+    mut k8s: Option<&mut SdValuesBuilder<'a>>,
+) {
+    const N: usize = 32;
+    let start = out.len();
     out.put_u8(b'{');
-    if has_repeats(sd) {
-        write_sd_grouped(out, sd);
-    } else {
-        for (i, el) in sd.elements().enumerate() {
-            if i > 0 {
+    let mut ids = [""; N];
+    let mut repeats = false;
+    'walk: for (n_ids, el) in sd.elements().enumerate() {
+        if n_ids == N || ids[..n_ids].contains(&el.id) {
+            repeats = true;
+            break;
+        }
+        ids[n_ids] = el.id;
+        if n_ids > 0 {
+            out.put_u8(b',');
+        }
+        write_str(out, el.id);
+        out.put_slice(b":{");
+        // Only the first SD_ID element counts; an SD-ID that repeats leaves this walk anyway.
+        let mut collecting = k8s.is_some() && el.id == SD_ID;
+        let mut names = [""; N];
+        for (n, (name, value)) in el.params().enumerate() {
+            if n == N || names[..n].contains(&name) {
+                repeats = true;
+                break 'walk;
+            }
+            names[n] = name;
+            if n > 0 {
                 out.put_u8(b',');
             }
-            write_str(out, el.id);
-            out.put_slice(b":{");
-            for (j, (name, value)) in el.params().enumerate() {
-                if j > 0 {
-                    out.put_u8(b',');
+            write_str(out, name);
+            out.put_u8(b':');
+            write_param_value(out, value.raw());
+            if collecting {
+                if let Some(v) = k8s.as_deref_mut() {
+                    collecting = v.offer(name, || value.unescaped());
                 }
-                write_str(out, name);
-                out.put_u8(b':');
-                write_chunks(out, value.chunks());
             }
-            out.put_u8(b'}');
+        }
+        out.put_u8(b'}');
+    }
+    if repeats {
+        out.truncate(start);
+        out.put_u8(b'{');
+        write_sd_grouped(out, sd);
+        // Collect the values again from scratch, as `Classifier::classify` does.
+        if let Some(v) = k8s {
+            *v = SdValuesBuilder::default();
+            if let Some(el) = sd.element(SD_ID) {
+                for (name, value) in el.params() {
+                    if !v.offer(name, || value.unescaped()) {
+                        break;
+                    }
+                }
+            }
         }
     }
     out.put_u8(b'}');
-}
-
-/// Whether an SD-ID or, inside one element, a PARAM name repeats. Checked on the stack for up to
-/// 32 names; more than that takes the (correct, slower) grouped path.
-fn has_repeats(sd: &StructuredData<'_>) -> bool {
-    const N: usize = 32;
-    let mut ids = [""; N];
-    for (n_ids, el) in sd.elements().enumerate() {
-        if n_ids == N || ids[..n_ids].contains(&el.id) {
-            return true;
-        }
-        ids[n_ids] = el.id;
-        let mut names = [""; N];
-        for (n, (name, _)) in el.params().enumerate() {
-            if n == N || names[..n].contains(&name) {
-                return true;
-            }
-            names[n] = name;
-        }
-    }
-    false
 }
 
 /// The grouped form of [`write_sd`]: SD-IDs in order of first appearance, each with the params
@@ -331,14 +363,14 @@ fn write_sd_grouped(out: &mut BytesMut, sd: &StructuredData<'_>) {
             write_str(out, name);
             out.put_u8(b':');
             match values.as_slice() {
-                [one] => write_chunks(out, one.chunks()),
+                [one] => write_param_value(out, one.raw()),
                 many => {
                     out.put_u8(b'[');
                     for (k, v) in many.iter().enumerate() {
                         if k > 0 {
                             out.put_u8(b',');
                         }
-                        write_chunks(out, v.chunks());
+                        write_param_value(out, v.raw());
                     }
                     out.put_u8(b']');
                 }
@@ -355,6 +387,48 @@ fn write_opt_str(out: &mut BytesMut, s: Option<&str>) {
     }
 }
 
+/// Writes `text` as a JSON string if it is UTF-8, and returns whether it was (else writes
+/// nothing). One scan does both: the JSON escapes of the ASCII part are found with a check for
+/// non-ASCII octets in the same words, and only from the first non-ASCII octet on is the rest
+/// validated (by `from_utf8`) and written.
+fn write_text(out: &mut BytesMut, text: &[u8]) -> bool {
+    let mark = out.len();
+    out.put_u8(b'"');
+    let mut start = 0;
+    while let Some(rel) = find_flagged::<true>(&text[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&text[start..i]);
+        if text[i] >= 0x80 {
+            // Everything before `i` is ASCII, so `i` starts a character.
+            if std::str::from_utf8(&text[i..]).is_err() {
+                out.truncate(mark);
+                return false;
+            }
+            write_escaped_bytes(out, &text[i..]);
+            out.put_u8(b'"');
+            return true;
+        }
+        write_escape(out, text[i]);
+        start = i + 1;
+    }
+    out.extend_from_slice(&text[start..]);
+    out.put_u8(b'"');
+    true
+}
+
+/// Writes `bytes` as a JSON string the way `String::from_utf8_lossy` would read them (each
+/// invalid sequence becomes U+FFFD), without building that `String`.
+fn write_lossy(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u8(b'"');
+    for chunk in bytes.utf8_chunks() {
+        write_escaped(out, chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.put_slice("\u{fffd}".as_bytes());
+        }
+    }
+    out.put_u8(b'"');
+}
+
 /// Writes `s` as a JSON string.
 pub fn write_str(out: &mut BytesMut, s: &str) {
     out.put_u8(b'"');
@@ -362,57 +436,141 @@ pub fn write_str(out: &mut BytesMut, s: &str) {
     out.put_u8(b'"');
 }
 
-fn write_chunks<'a>(out: &mut BytesMut, chunks: impl Iterator<Item = &'a str>) {
+/// Writes a PARAM-VALUE as sent (`raw`) as the JSON string of its unescaped value, in one scan:
+/// `\"` `\\` `\]` lose their backslash (RFC 5424 §6.3.3; any other backslash stays), then JSON
+/// escaping applies, the same as writing [`parse::ParamValue::chunks`] one by one. The scan for
+/// JSON escapes also stops at every backslash, so a value without one is copied whole.
+fn write_param_value(out: &mut BytesMut, raw: &str) {
+    let bytes = raw.as_bytes();
     out.put_u8(b'"');
-    for c in chunks {
-        write_escaped(out, c);
-    }
-    out.put_u8(b'"');
-}
-
-/// Bytes that need an escape in a JSON string: controls, `"` and `\`.
-const fn escape_table() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-}
-static NEEDS_ESCAPE: [bool; 256] = escape_table();
-
-fn write_escaped(out: &mut BytesMut, s: &str) {
-    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !NEEDS_ESCAPE[b as usize] {
-            continue;
+    while let Some(rel) = find_escape(&bytes[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'"') => {
+                    out.extend_from_slice(b"\\\"");
+                    start = i + 2;
+                }
+                Some(b']') => {
+                    out.put_u8(b']');
+                    start = i + 2;
+                }
+                Some(b'\\') => {
+                    out.extend_from_slice(b"\\\\");
+                    start = i + 2;
+                }
+                _ => out.extend_from_slice(b"\\\\"),
+            },
+            b => write_escape(out, b),
         }
-        out.put_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.put_slice(b"\\\""),
-            b'\\' => out.put_slice(b"\\\\"),
-            b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
-            b'\t' => out.put_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.put_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
-            }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.put_u8(b'"');
+}
+
+/// Flags (high bit of the octet) the octets of `x` that need an escape in a JSON string:
+/// controls (< 0x20), `"` and `\\`. The lowest flagged octet is exact (a borrow only runs
+/// upwards from a real hit), which is all [`find_escape`] uses.
+#[inline(always)]
+fn escape_mask(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let ctl = x.wrapping_sub(LO * 0x20) & !x;
+    let q = x ^ (LO * u64::from(b'"'));
+    let bs = x ^ (LO * u64::from(b'\\'));
+    (ctl | (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs)) & HI
+}
+
+/// Index of the first octet of `b` that needs a JSON escape, 8 octets at a time.
+#[inline]
+fn find_escape(b: &[u8]) -> Option<usize> {
+    find_flagged::<false>(b)
+}
+
+/// [`find_escape`], or with `NON_ASCII` also the first octet >= 0x80.
+#[inline(always)]
+fn find_flagged<const NON_ASCII: bool>(b: &[u8]) -> Option<usize> {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mask = |x: u64| escape_mask(x) | if NON_ASCII { x & HI } else { 0 };
+    let mut words = b.chunks_exact(8);
+    let mut i = 0;
+    for chunk in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let hits = mask(u64::from_le_bytes(w));
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
+        i += 8;
+    }
+    // The tail (0-7 octets) as one word, without a variable-length copy (a memcpy call).
+    let rem = words.remainder();
+    if rem.is_empty() {
+        return None;
+    }
+    let hits = mask(tail_word(b, rem.len()));
+    (hits != 0).then(|| i + (hits.trailing_zeros() / 8) as usize)
+}
+
+/// The last `n` (1-7) octets of `b` as the low octets of a word, the others an octet that needs
+/// no escape: overlapping fixed-size reads, whose overlap holds the same octets.
+#[inline(always)]
+fn tail_word(b: &[u8], n: usize) -> u64 {
+    let t = &b[b.len() - n..];
+    let x = if n >= 4 {
+        let lo = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+        let hi = u32::from_le_bytes([t[n - 4], t[n - 3], t[n - 2], t[n - 1]]);
+        u64::from(lo) | (u64::from(hi) << (8 * (n - 4)))
+    } else {
+        u64::from(t[0])
+            | (u64::from(t[n / 2]) << (8 * (n / 2)))
+            | (u64::from(t[n - 1]) << (8 * (n - 1)))
+    };
+    let pad = u64::from_le_bytes([b'a'; 8]) & (!0u64 << (8 * n));
+    x | pad
+}
+
+/// Writes the JSON escape of `b`, an octet that [`find_escape`] flagged.
+#[inline(always)]
+fn write_escape(out: &mut BytesMut, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        }
+    }
+}
+
+/// Writes `s` JSON-escaped (without quotes): runs that need no escape are copied whole.
+fn write_escaped(out: &mut BytesMut, s: &str) {
+    write_escaped_bytes(out, s.as_bytes());
+}
+
+/// [`write_escaped`] for octets known to be UTF-8.
+fn write_escaped_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    let mut start = 0;
+    while let Some(rel) = find_escape(&bytes[start..]) {
+        let i = start + rel;
+        out.extend_from_slice(&bytes[start..i]);
+        write_escape(out, bytes[i]);
         start = i + 1;
     }
-    out.put_slice(&bytes[start..]);
+    out.extend_from_slice(&bytes[start..]);
 }
 
 fn write_u64(out: &mut BytesMut, mut n: u64) {
@@ -453,6 +611,47 @@ mod tests {
         assert_eq!(&out[..], b"\"a\\\"b\\\\c\\nd\\te\\u0001f \xc3\xa9\"");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, "a\"b\\c\nd\te\u{1}f é");
+    }
+
+    /// The escaping the record has always used: `\"` `\\` `\n` `\r` `\t`, other controls as
+    /// `\u00XX` (lower-case hex), everything else as is.
+    fn reference_escape(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn escapes_every_octet_at_every_position() {
+        // Each ASCII char and a few multi-octet ones, at each offset of texts of 1-17 chars (the
+        // word scan, its tail and the boundary between them), with a `"` two chars later.
+        let extra = ['\u{7f}', '\u{80}', 'é', '\u{a0}', '\u{ffff}', '😀'];
+        for c in (0u8..0x80).map(char::from).chain(extra) {
+            for (len, pos) in (1..=17).flat_map(|len| (0..len).map(move |pos| (len, pos))) {
+                let mut text: Vec<char> = vec!['x'; len];
+                text[pos] = c;
+                if pos + 2 < len {
+                    text[pos + 2] = '"';
+                }
+                let s: String = text.into_iter().collect();
+                let mut out = BytesMut::new();
+                write_str(&mut out, &s);
+                assert_eq!(&out[..], reference_escape(&s).as_bytes(), "{c:?} at {pos}");
+                let back: String = serde_json::from_slice(&out).unwrap();
+                assert_eq!(back, s);
+            }
+        }
     }
 
     #[test]
@@ -628,6 +827,125 @@ mod tests {
         assert_eq!(v["truncation"], "frame_too_long");
         assert_eq!(v["declared_length"], 99999);
         assert_eq!(counts.truncated, 1);
+    }
+
+    #[test]
+    fn k8s_fields_from_the_single_sd_walk_match_classify() {
+        // The encoder picks the Kubernetes SD values up while writing the SD; it must find what
+        // `Classifier::classify` finds, also when the SD takes the grouped (repeats) path.
+        let frames: &[&[u8]] = &[
+            br#"<14>1 - h k8s.event/a/b/c - - [kubernetes@47450 namespace="ns1" namespace_name="ns0" pod="p" object="o"] Started container"#,
+            br#"<14>1 - h pod.log/a/b/c - - [x y="1"][kubernetes@47450 container="c1" container_name="c\"0" vm_id="v"] m"#,
+            br#"<14>1 - h pod.log/a/b/c - - [kubernetes@47450 object_name="o" object_name="o2" vm_id="v"] m"#,
+            br#"<14>1 - h k8s.event/a/b/ - - [kubernetes@47450 namespace="n"][kubernetes@47450 namespace_name="m" vm_id="v"] Killing"#,
+            br#"<14>1 - h k8s.event/a/b/ - - [x a="1"][x a="2"][kubernetes@47450 object="q"] Killing"#,
+            br#"<14>1 - h k8s.event - - - Killing"#,
+            br#"<14>1 - h other - - [kubernetes@47450 namespace_name="ns0"] m"#,
+        ];
+        let classifier = Classifier::builtin();
+        for frame in frames {
+            let (line, _) = encode_one(frame, FrameKind::Complete);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let m = parse::parse(frame, Format::Auto).unwrap();
+            match classifier.classify(&m) {
+                None => assert!(v.get("k8s").is_none(), "{line}"),
+                Some(k) => {
+                    let k8s = &v["k8s"];
+                    let field = |f: &Option<std::borrow::Cow<'_, str>>| {
+                        f.as_deref().map_or(serde_json::Value::Null, |s| s.into())
+                    };
+                    assert_eq!(k8s["namespace"], field(&k.namespace), "{line}");
+                    assert_eq!(k8s["object"], field(&k.object), "{line}");
+                    assert_eq!(k8s["container"], field(&k.container), "{line}");
+                    assert_eq!(k8s["vm_id"], field(&k.vm_id), "{line}");
+                    assert_eq!(k8s["kind"], k.kind.as_str(), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lossy_matches_from_utf8_lossy() {
+        for bytes in [
+            &b""[..],
+            b"plain",
+            b"\xff",
+            b"a\xffb\"c",
+            b"\xe2\x82",
+            b"\xe2\x82\xac\xf0\x9f\x98",
+            b"\xc3\xa9\xc3",
+            b"\xed\xa0\x80x\n",
+        ] {
+            let mut ours = BytesMut::new();
+            write_lossy(&mut ours, bytes);
+            let mut reference = BytesMut::new();
+            write_str(&mut reference, &String::from_utf8_lossy(bytes));
+            assert_eq!(ours, reference, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn param_values_are_unescaped_then_json_escaped() {
+        // Every value of up to 6 octets over an alphabet with the SD and JSON specials,
+        // against the chunk iterator + JSON escaping, for each value the parser accepts.
+        let alphabet = [b'a', b'\\', b'"', b']', b'\n', b'x'];
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for mut code in 0..alphabet.len().pow(len) {
+                let mut raw = Vec::new();
+                for _ in 0..len {
+                    raw.push(alphabet[code % alphabet.len()]);
+                    code /= alphabet.len();
+                }
+                let mut frame = b"<14>1 - - - - - [a v=\"".to_vec();
+                frame.extend_from_slice(&raw);
+                frame.extend_from_slice(b"\"]");
+                let Ok(m) = parse::parse(&frame, Format::Auto) else {
+                    continue;
+                };
+                let sd = m.structured_data.unwrap();
+                let value = sd.element("a").unwrap().param("v").unwrap();
+                let mut ours = BytesMut::new();
+                write_param_value(&mut ours, value.raw());
+                let mut reference = BytesMut::new();
+                reference.put_u8(b'"');
+                for c in value.chunks() {
+                    write_escaped(&mut reference, c);
+                }
+                reference.put_u8(b'"');
+                assert_eq!(ours, reference, "{:?}", value.raw());
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn text_is_written_as_utf8_or_refused() {
+        for text in [
+            &b""[..],
+            b"plain \"quoted\"\n",
+            "caf\u{e9} \"x\" \u{1F600}\t".as_bytes(),
+            b"ascii first then \xc3\xa9 and \"q\"",
+            b"\xff",
+            b"abcdefgh\"\xc3",
+            b"\xc3\xa9\xff",
+        ] {
+            let mut ours = BytesMut::from(&b"prefix"[..]);
+            let ok = write_text(&mut ours, text);
+            match std::str::from_utf8(text) {
+                Ok(s) => {
+                    assert!(ok, "{text:?}");
+                    let mut reference = BytesMut::from(&b"prefix"[..]);
+                    write_str(&mut reference, s);
+                    assert_eq!(ours, reference, "{text:?}");
+                }
+                Err(_) => {
+                    assert!(!ok, "{text:?}");
+                    assert_eq!(&ours[..], b"prefix", "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

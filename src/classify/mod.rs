@@ -148,37 +148,66 @@ impl<'a> SdValues<'a> {
         N: AsRef<str>,
         F: FnMut(V) -> Cow<'a, str>,
     {
-        let mut out = SdValues::default();
-        // Rank of the name each field was taken from (0 = preferred); u8::MAX = not yet set.
-        let mut ranks = [u8::MAX; 4];
+        let mut b = SdValuesBuilder::default();
         for (name, v) in params {
-            let (slot, rank) = match name.as_ref() {
-                "namespace_name" => (0, 0),
-                "namespace" => (0, 1),
-                "object_name" => (1, 0),
-                "object" => (1, 1),
-                "pod" => (1, 2),
-                "container_name" => (2, 0),
-                "container" => (2, 1),
-                "vm_id" => (3, 0),
-                _ => continue,
-            };
-            if rank >= ranks[slot] {
-                continue;
-            }
-            ranks[slot] = rank;
-            let text = Some(value(v));
-            match slot {
-                0 => out.namespace = text,
-                1 => out.object = text,
-                2 => out.container = text,
-                _ => out.vm_id = text,
-            }
-            if ranks == [0; 4] {
+            if !b.offer(name.as_ref(), || value(v)) {
                 break;
             }
         }
-        out
+        b.finish()
+    }
+}
+
+/// [`SdValues`] built one param at a time, for a caller that walks the SD element anyway (the
+/// record encoder writes every param and offers each one here in the same pass).
+#[derive(Debug, Clone)]
+pub struct SdValuesBuilder<'a> {
+    values: SdValues<'a>,
+    /// Rank of the name each field was taken from (0 = preferred); u8::MAX = not yet set.
+    ranks: [u8; 4],
+}
+
+impl Default for SdValuesBuilder<'_> {
+    fn default() -> Self {
+        SdValuesBuilder {
+            values: SdValues::default(),
+            ranks: [u8::MAX; 4],
+        }
+    }
+}
+
+impl<'a> SdValuesBuilder<'a> {
+    /// Offers the next param (in wire order); `value` is called only when the param is kept.
+    /// Returns `false` once every field holds its preferred name (later params change nothing).
+    #[inline]
+    pub fn offer(&mut self, name: &str, value: impl FnOnce() -> Cow<'a, str>) -> bool {
+        let (slot, rank) = match name {
+            "namespace_name" => (0, 0),
+            "namespace" => (0, 1),
+            "object_name" => (1, 0),
+            "object" => (1, 1),
+            "pod" => (1, 2),
+            "container_name" => (2, 0),
+            "container" => (2, 1),
+            "vm_id" => (3, 0),
+            _ => return self.ranks != [0; 4],
+        };
+        if rank < self.ranks[slot] {
+            self.ranks[slot] = rank;
+            let text = Some(value());
+            match slot {
+                0 => self.values.namespace = text,
+                1 => self.values.object = text,
+                2 => self.values.container = text,
+                _ => self.values.vm_id = text,
+            }
+        }
+        self.ranks != [0; 4]
+    }
+
+    /// The values collected.
+    pub fn finish(self) -> SdValues<'a> {
+        self.values
     }
 }
 
@@ -389,19 +418,30 @@ impl Classifier {
         msg: &[u8],
     ) -> Option<K8sInfo<'a>> {
         let (kind, rest) = split_app_name(app_name?)?;
-        let mut segments = rest.map(|r| r.splitn(3, '/'));
-        let mut next = || segments.as_mut().and_then(Iterator::next);
-        let (app_ns, app_obj, app_container) = (next(), next(), next());
         let category = match kind {
             K8sKind::Event => Some(self.categorize(msg)),
             K8sKind::PodLog => None,
         };
+        let (namespace, object, container) = match (sd.namespace, sd.object, sd.container) {
+            // The usual PKS record: the SD has all three, APP-NAME is not read.
+            (Some(ns), Some(obj), Some(c)) => (Some(ns), Some(obj), Some(c)),
+            (ns, obj, c) => {
+                let mut segments = rest.map(|r| r.splitn(3, '/'));
+                let mut next = || segments.as_mut().and_then(Iterator::next);
+                let (app_ns, app_obj, app_container) = (next(), next(), next());
+                (
+                    ns.or(app_ns.map(Cow::Borrowed)),
+                    obj.or(app_obj.map(Cow::Borrowed)),
+                    c.or(app_container.map(Cow::Borrowed)),
+                )
+            }
+        };
         Some(K8sInfo {
             kind,
             category,
-            namespace: sd.namespace.or(app_ns.map(Cow::Borrowed)),
-            object: sd.object.or(app_obj.map(Cow::Borrowed)),
-            container: sd.container.or(app_container.map(Cow::Borrowed)),
+            namespace,
+            object,
+            container,
             vm_id: sd.vm_id,
         })
     }

@@ -128,9 +128,87 @@ impl<'a> Message<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct StructuredData<'a> {
     raw: &'a str,
+    /// Where the elements and params are, as found by the parser (`None`: walk by scanning).
+    spans: Option<Spans>,
+}
+
+/// Most SD-ELEMENTs / SD-PARAMs whose positions the parser keeps; an SD with more (or longer
+/// than 64 KiB) is walked by scanning, with the same result.
+const MAX_ELEMENTS: usize = 4;
+const MAX_PARAMS: usize = 16;
+
+/// Positions (offsets in the SD's raw text) found while the parser validated it, so that
+/// walking the SD does not scan it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spans {
+    /// Per element: the end of its SD-ID (the SP or `]` after it), its closing `]`, and the
+    /// index one past its last param in `params`.
+    elements: [(u16, u16, u8); MAX_ELEMENTS],
+    /// Per param: its `=` and the closing `"` of its value.
+    params: [(u16, u16); MAX_PARAMS],
+    n_elements: u8,
+    n_params: u8,
+}
+
+/// Collects [`Spans`] during validation; gives up (and the walk scans) past the limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanRecorder {
+    spans: Spans,
+    ok: bool,
+}
+
+impl SpanRecorder {
+    /// Nothing recorded yet.
+    pub(crate) fn new() -> Self {
+        SpanRecorder {
+            spans: Spans {
+                elements: [(0, 0, 0); MAX_ELEMENTS],
+                params: [(0, 0); MAX_PARAMS],
+                n_elements: 0,
+                n_params: 0,
+            },
+            ok: true,
+        }
+    }
+
+    /// A param of the current element: offsets of its `=` and closing `"`.
+    #[inline]
+    pub(crate) fn param(&mut self, eq: usize, close: usize) {
+        let n = usize::from(self.spans.n_params);
+        match (u16::try_from(eq), u16::try_from(close)) {
+            (Ok(eq), Ok(close)) if self.ok && n < MAX_PARAMS => {
+                self.spans.params[n] = (eq, close);
+                self.spans.n_params += 1;
+            }
+            _ => self.ok = false,
+        }
+    }
+
+    /// The element whose params were just recorded: offsets of its SD-ID's end and its `]`.
+    #[inline]
+    pub(crate) fn element(&mut self, id_end: usize, close: usize) {
+        let n = usize::from(self.spans.n_elements);
+        match (u16::try_from(id_end), u16::try_from(close)) {
+            (Ok(id_end), Ok(close)) if self.ok && n < MAX_ELEMENTS => {
+                self.spans.elements[n] = (id_end, close, self.spans.n_params);
+                self.spans.n_elements += 1;
+            }
+            _ => self.ok = false,
+        }
+    }
+
+    /// The spans, unless a limit was passed.
+    pub(crate) fn finish(self) -> Option<Spans> {
+        self.ok.then_some(self.spans)
+    }
 }
 
 impl<'a> StructuredData<'a> {
+    /// Validated SD-ELEMENTs `raw` with the positions the parser found in them.
+    pub(crate) fn new(raw: &'a str, spans: Option<Spans>) -> Self {
+        StructuredData { raw, spans }
+    }
+
     /// The STRUCTURED-DATA as sent (all SD-ELEMENTs, escapes not resolved).
     pub fn raw(&self) -> &'a str {
         self.raw
@@ -138,7 +216,12 @@ impl<'a> StructuredData<'a> {
 
     /// The SD-ELEMENTs in order.
     pub fn elements(&self) -> Elements<'a> {
-        Elements { rest: self.raw }
+        Elements {
+            rest: self.raw,
+            raw: self.raw,
+            spans: self.spans,
+            next: 0,
+        }
     }
 
     /// The first element whose SD-ID is `id`.
@@ -150,21 +233,64 @@ impl<'a> StructuredData<'a> {
 /// Iterator over the SD-ELEMENTs of a [`StructuredData`] (see [`StructuredData::elements`]).
 #[derive(Debug, Clone)]
 pub struct Elements<'a> {
+    /// Scanning: the elements not yet walked.
     rest: &'a str,
+    /// With spans: the whole SD, the spans and the index of the next element.
+    raw: &'a str,
+    spans: Option<Spans>,
+    next: u8,
 }
 
 impl<'a> Iterator for Elements<'a> {
     type Item = Element<'a>;
 
     fn next(&mut self) -> Option<Element<'a>> {
+        if let Some(sp) = &self.spans {
+            let k = usize::from(self.next);
+            if k >= usize::from(sp.n_elements) {
+                return None;
+            }
+            self.next += 1;
+            let (id_end, close, params_end) = sp.elements[k];
+            let (start, params_start) = match k.checked_sub(1) {
+                Some(prev) => (usize::from(sp.elements[prev].1) + 1, sp.elements[prev].2),
+                None => (0, 0),
+            };
+            let (id_end, close) = (usize::from(id_end), usize::from(close));
+            return Some(Element {
+                id: self.raw.get(start + 1..id_end)?,
+                params_raw: self.raw.get(id_end..close)?,
+                cached: Some(CachedParams {
+                    raw: self.raw,
+                    params: sp.params,
+                    next: params_start,
+                    end: params_end,
+                    // The SP before the first PARAM-NAME is at `id_end`.
+                    prev_close: id_end.checked_sub(1)?,
+                }),
+            });
+        }
         let (id_end, close) = split_element(self.rest.as_bytes())?;
         let el = Element {
             id: self.rest.get(1..id_end)?,
             params_raw: self.rest.get(id_end..close)?,
+            cached: None,
         };
         self.rest = self.rest.get(close + 1..)?;
         Some(el)
     }
+}
+
+/// The params of one element as found by the parser: `params[next..end]` of the whole SD
+/// `raw`; `prev_close` is the closing quote of the previous param (one before the SP that
+/// precedes the next PARAM-NAME).
+#[derive(Debug, Clone, Copy)]
+struct CachedParams<'a> {
+    raw: &'a str,
+    params: [(u16, u16); MAX_PARAMS],
+    next: u8,
+    end: u8,
+    prev_close: usize,
 }
 
 /// For SD-ELEMENTs at the start of `b` (already validated): the end of the SD-ID and the index
@@ -174,13 +300,14 @@ fn split_element(b: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let id_end = find_any(b, b" ]")?;
-    // Find the closing `]`: skip every quoted PARAM-VALUE (which may hold `]`).
+    // Find the closing `]`: jump from quote to quote, skipping every quoted PARAM-VALUE (which
+    // may hold `]`); outside the quotes only `]` and `"` matter.
     let mut i = id_end;
     loop {
-        match b.get(i)? {
+        i += find_any(b.get(i..)?, b"]\"")?;
+        match b[i] {
             b']' => return Some((id_end, i)),
-            b'"' => i = value_end(b, i + 1)? + 1,
-            _ => i += 1,
+            _ => i = value_end(b, i + 1)? + 1,
         }
     }
 }
@@ -214,6 +341,7 @@ pub struct Element<'a> {
     /// SD-ID.
     pub id: &'a str,
     params_raw: &'a str,
+    cached: Option<CachedParams<'a>>,
 }
 
 impl<'a> Element<'a> {
@@ -221,6 +349,7 @@ impl<'a> Element<'a> {
     pub fn params(&self) -> Params<'a> {
         Params {
             rest: self.params_raw,
+            cached: self.cached,
         }
     }
 
@@ -233,13 +362,28 @@ impl<'a> Element<'a> {
 /// Iterator over the SD-PARAMs of an [`Element`] as `(PARAM-NAME, value)` (see [`Element::params`]).
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
+    /// Scanning: the params not yet walked.
     rest: &'a str,
+    /// The positions found by the parser, when it kept them.
+    cached: Option<CachedParams<'a>>,
 }
 
 impl<'a> Iterator for Params<'a> {
     type Item = (&'a str, ParamValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(c) = &mut self.cached {
+            if c.next >= c.end {
+                return None;
+            }
+            let (eq, close) = c.params[usize::from(c.next)];
+            let (eq, close) = (usize::from(eq), usize::from(close));
+            let name = c.raw.get(c.prev_close + 2..eq)?;
+            let raw = c.raw.get(eq + 2..close)?;
+            c.next += 1;
+            c.prev_close = close;
+            return Some((name, ParamValue { raw }));
+        }
         // Each param is ` NAME="VALUE"`.
         let b = self.rest.as_bytes();
         if b.first() != Some(&b' ') {
@@ -280,6 +424,10 @@ impl<'a> ParamValue<'a> {
 
     /// The unescaped value; borrows unless the value holds an escape.
     pub fn unescaped(&self) -> Cow<'a, str> {
+        // Most values hold no backslash at all: one scan and borrow.
+        if find_any(self.raw.as_bytes(), b"\\").is_none() {
+            return Cow::Borrowed(self.raw);
+        }
         let mut it = self.chunks();
         match (it.next(), it.next()) {
             (None, _) => Cow::Borrowed(""),
@@ -324,10 +472,7 @@ impl<'a> Iterator for Chunks<'a> {
         let start = usize::from(b.len() >= 2 && b[0] == b'\\' && is_escapable(b[1]));
         let mut search = start * 2;
         loop {
-            let Some(rel) = b
-                .get(search..)
-                .and_then(|t| t.iter().position(|&c| c == b'\\'))
-            else {
+            let Some(rel) = b.get(search..).and_then(|t| find_any(t, b"\\")) else {
                 let chunk = self.rest.get(start..);
                 self.rest = "";
                 return chunk;
@@ -496,22 +641,55 @@ pub(crate) fn find_any(hay: &[u8], needles: &[u8]) -> Option<usize> {
         .map(|p| i + p)
 }
 
-/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`.
+/// Flags (high bit of each octet) the octets of `x` outside PRINTUSASCII (33-126) and those
+/// equal to one of `extra`. The lowest flag is exact: borrows and carries only run upwards from
+/// a real hit.
+#[inline(always)]
+fn non_print_mask(x: u64, extra: &[u8]) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Octets < 33, octets > 126 (+1 sets the high bit, or it was set).
+    let mut hits = (x.wrapping_sub(LO * 33) & !x) | x.wrapping_add(LO) | x;
+    for &n in extra {
+        let y = x ^ (LO * u64::from(n));
+        hits |= y.wrapping_sub(LO) & !y;
+    }
+    hits & HI
+}
+
+/// Length of the run at the start of `hay` of PRINTUSASCII octets other than `extra`, 8 octets
+/// at a time.
+#[inline(always)]
+fn print_run(hay: &[u8], extra: &[u8]) -> usize {
+    let mut i = 0;
+    let mut words = hay.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let hits = non_print_mask(u64::from_le_bytes(word), extra);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    let rem = words.remainder();
+    i + rem
+        .iter()
+        .position(|c| !(33..=126).contains(c) || extra.contains(c))
+        .unwrap_or(rem.len())
+}
+
+/// Length of the run of SD-NAME octets (PRINTUSASCII except `=`, `]`, `"`; SP is not
+/// PRINTUSASCII) at the start of `hay`, 8 octets at a time.
+#[inline]
+pub(crate) fn sd_name_run(hay: &[u8]) -> usize {
+    print_run(hay, b"=]\"")
+}
+
+/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`, 8 octets at a time.
 #[inline]
 pub(crate) fn printusascii_run(hay: &[u8]) -> usize {
-    let sp = find_any(hay, b" ").unwrap_or(hay.len());
-    let tok = &hay[..sp];
-    // Branch-free check of the whole token first (the common case), then find the culprit.
-    if tok
-        .iter()
-        .fold(true, |ok, &c| ok & (c.wrapping_sub(33) < 94))
-    {
-        sp
-    } else {
-        tok.iter()
-            .position(|&c| c.wrapping_sub(33) >= 94)
-            .unwrap_or(sp)
-    }
+    print_run(hay, b"")
 }
 
 /// Strips a leading UTF-8 BOM: `(msg, bom)`.

@@ -3,7 +3,9 @@
 
 use nom::Parser;
 
-use super::{element_ids, find_any, printusascii_run, StructuredData};
+use super::{
+    element_ids, find_any, printusascii_run, sd_name_run, SpanRecorder, Spans, StructuredData,
+};
 use super::{
     err, fail, pri, skip, strip_bom, to_error, Message, PErr, PResult, ParseError, Protocol,
 };
@@ -112,7 +114,25 @@ fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<
     let (i, app_name) = header_field(i, &APP_NAME, r.header_limits)?;
     let (i, procid) = header_field(i, &PROCID, r.header_limits)?;
     let (i, msgid) = header_field(i, &MSGID, r.header_limits)?;
-    let (i, structured_data) = structured_data(i, r)?;
+    let (i, sd) = structured_data(i, r)?;
+    // Everything up to the end of STRUCTURED-DATA is checked for UTF-8 in one go: PRI, VERSION,
+    // TIMESTAMP and the header fields are ASCII (checked above), so only a PARAM-VALUE can fail.
+    let head = match std::str::from_utf8(&input[..input.len() - i.len()]) {
+        Ok(head) => head,
+        Err(e) => {
+            let at = skip(input, e.valid_up_to());
+            return Err(err(at, "PARAM-VALUE not valid UTF-8"));
+        }
+    };
+    // The `&str` of a part of `head` (a sub-slice of `input`; ASCII-bounded, so `get` succeeds).
+    let text = |part: &'a [u8]| {
+        let at = part.as_ptr() as usize - input.as_ptr() as usize;
+        head.get(at..at + part.len()).unwrap_or_default()
+    };
+    let timestamp = timestamp.map(text);
+    let (hostname, app_name) = (hostname.map(text), app_name.map(text));
+    let (procid, msgid) = (procid.map(text), msgid.map(text));
+    let structured_data = sd.map(|(raw, spans)| StructuredData::new(text(raw), spans));
     // `structured_data` leaves either nothing or SP MSG.
     let (msg, bom) = match i.split_first() {
         None => (None, false),
@@ -172,7 +192,7 @@ fn version(i: &[u8]) -> PResult<'_, u16> {
 }
 
 /// TIMESTAMP SP: NILVALUE or a checked RFC 3339 date-time.
-fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
+fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&[u8]>> {
     let len = find_any(i, b" ").unwrap_or(i.len());
     let (tok, rest) = i.split_at(len);
     if tok.is_empty() {
@@ -188,10 +208,8 @@ fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
         if let Err((at, reason)) = timestamp(tok, max_frac) {
             return fail(skip(i, at), reason);
         }
-        match std::str::from_utf8(tok) {
-            Ok(s) => Some(s),
-            Err(_) => return fail(i, "malformed TIMESTAMP"),
-        }
+        // ASCII (checked by `timestamp`); made a `&str` with the rest of the header.
+        Some(tok)
     };
     let (rest, ()) = sp(
         rest,
@@ -202,7 +220,8 @@ fn timestamp_field(i: &[u8], max_frac: usize) -> PResult<'_, Option<&str>> {
 }
 
 /// A header field (HOSTNAME, APP-NAME, PROCID, MSGID) and its SP: `-` or 1*max PRINTUSASCII.
-fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<&'a str>> {
+/// The token is PRINTUSASCII, so ASCII; `message` makes it a `&str` with the rest of the header.
+fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<&'a [u8]>> {
     let run = printusascii_run(i);
     if run == 0 {
         return match i.first() {
@@ -219,21 +238,24 @@ fn header_field<'a>(i: &'a [u8], f: &Field, limits: bool) -> PResult<'a, Option<
     if tok == b"-" {
         return Ok((rest, None));
     }
-    match std::str::from_utf8(tok) {
-        Ok(s) => Ok((rest, Some(s))),
-        Err(_) => fail(i, f.non_print),
-    }
+    Ok((rest, Some(tok)))
 }
 
-/// STRUCTURED-DATA: NILVALUE or 1*SD-ELEMENT, followed by SP or the end of input.
-fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<StructuredData<'a>>> {
+/// STRUCTURED-DATA: NILVALUE or 1*SD-ELEMENT, followed by SP or the end of input. Gives the raw
+/// SD-ELEMENTs; `message` checks them for UTF-8 (every PARAM-VALUE must be) with the header.
+///
+/// Also gives the positions of the elements and params ([`Spans`]), so that walking the SD
+/// later does not scan it again.
+#[allow(clippy::type_complexity)]
+fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<(&'a [u8], Option<Spans>)>> {
+    let mut spans = SpanRecorder::new();
     let rest = match i.first() {
         None => return fail(i, "STRUCTURED-DATA missing"),
         Some(b'-') => skip(i, 1),
         Some(b'[') => {
             let mut p = i;
             while p.first() == Some(&b'[') {
-                let (next, id) = sd_element(p, r)?;
+                let (next, id) = sd_element(p, r, i.len(), &mut spans)?;
                 if r.unique_sd_ids {
                     let before = &i[..i.len() - p.len()];
                     if element_ids(before).any(|seen| seen == id) {
@@ -252,12 +274,7 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<StructuredD
     if i.first() == Some(&b'-') {
         return Ok((rest, None));
     }
-    // SD-NAMEs are ASCII, so this checks that every PARAM-VALUE is UTF-8.
-    let raw = &i[..i.len() - rest.len()];
-    match std::str::from_utf8(raw) {
-        Ok(raw) => Ok((rest, Some(StructuredData { raw }))),
-        Err(e) => fail(skip(i, e.valid_up_to()), "PARAM-VALUE not valid UTF-8"),
-    }
+    Ok((rest, Some((&i[..i.len() - rest.len()], spans.finish()))))
 }
 
 /// Expects the octet `c`, else fails with `reason`.
@@ -275,10 +292,7 @@ fn sd_name<'a>(
     missing: &'static str,
     too_long: &'static str,
 ) -> PResult<'a, &'a [u8]> {
-    let run = i
-        .iter()
-        .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
-        .unwrap_or(i.len());
+    let run = sd_name_run(i);
     if run == 0 {
         return fail(i, missing);
     }
@@ -288,8 +302,15 @@ fn sd_name<'a>(
     Ok((skip(i, run), &i[..run]))
 }
 
-/// One SD-ELEMENT: `[` SD-ID *(SP SD-PARAM) `]`; gives the SD-ID.
-fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
+/// One SD-ELEMENT: `[` SD-ID *(SP SD-PARAM) `]`; gives the SD-ID. Records the positions of
+/// its parts in `spans`, as offsets from the start of the SD (`sd_len` octets before it ends).
+fn sd_element<'a>(
+    i: &'a [u8],
+    r: &Rules,
+    sd_len: usize,
+    spans: &mut SpanRecorder,
+) -> PResult<'a, &'a [u8]> {
+    let at = |rest: &[u8]| sd_len - rest.len();
     let (p, ()) = byte(b'[', "SD-ELEMENT must start with \"[\"")(i)?;
     let (mut p, id) = sd_name(
         p,
@@ -297,9 +318,13 @@ fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
         "SD-ID missing or invalid",
         "SD-NAME too long (SD-ID > 32)",
     )?;
+    let id_end = at(p);
     loop {
         match p.split_first() {
-            Some((b']', rest)) => return Ok((rest, id)),
+            Some((b']', rest)) => {
+                spans.element(id_end, at(p));
+                return Ok((rest, id));
+            }
             Some((b' ', rest)) => {
                 let (q, _name) = sd_name(
                     rest,
@@ -307,12 +332,15 @@ fn sd_element<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, &'a [u8]> {
                     "PARAM-NAME missing or invalid",
                     "SD-NAME too long (PARAM-NAME > 32)",
                 )?;
+                let eq = at(q);
                 let (q, _) = (
                     byte(b'=', "SD-PARAM: \"=\" expected after PARAM-NAME"),
                     byte(b'"', "SD-PARAM: opening quote expected after \"=\""),
                 )
                     .parse(q)?;
                 p = param_value(q, r.unescaped_bracket)?.0;
+                // `p` starts right after the closing quote.
+                spans.param(eq, at(p) - 1);
             }
             _ => return fail(p, "SD-ELEMENT: expected SP or \"]\" after SD-ID/SD-PARAM"),
         }
@@ -378,8 +406,14 @@ pub(crate) fn timestamp(t: &[u8], max_frac: usize) -> Result<Ts, (usize, &'stati
     if !(1..=12).contains(&month) {
         return Err((5, "timestamp: month out of range"));
     }
-    // `year` has 4 digits, so the cast is exact.
-    if chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_none() {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=days_in_month).contains(&day) {
         return Err((8, "timestamp: invalid date (day out of range)"));
     }
     match t.get(10) {

@@ -460,3 +460,96 @@ fn find_any_matches_naive_scan() {
     assert_eq!(printusascii_run(b"abcdefghijk\x7flmnop"), 11);
     assert_eq!(printusascii_run(b""), 0);
 }
+
+#[test]
+fn sd_name_and_printusascii_runs_match_the_octet_rules() {
+    let reference = |h: &[u8]| {
+        h.iter()
+            .position(|&c| !(33..=126).contains(&c) || matches!(c, b'=' | b']' | b'"'))
+            .unwrap_or(h.len())
+    };
+    // Every octet at every position of a 19-octet name (two words and a tail), with a stop
+    // octet after it so that a later hit cannot hide a missed one.
+    for c in 0..=255u8 {
+        for pos in 0..19 {
+            let mut h = vec![b'a'; 19];
+            h[pos] = c;
+            if pos + 1 < 19 {
+                h[pos + 1] = 0xff;
+            }
+            assert_eq!(sd_name_run(&h), reference(&h), "octet {c} at {pos}");
+            let print = h.iter().position(|c| !(33..=126).contains(c)).unwrap_or(19);
+            assert_eq!(printusascii_run(&h), print, "octet {c} at {pos}");
+        }
+    }
+    assert_eq!(sd_name_run(b""), 0);
+    assert_eq!(
+        sd_name_run(b"service.istio.io/canonical-revision=\"1\""),
+        35
+    );
+}
+
+#[test]
+fn timestamp_dates_agree_with_chrono() {
+    // Every day 00..=32 of every month of years around the leap-year rules.
+    for year in [0, 1, 4, 100, 1900, 1999, 2000, 2023, 2024, 2100, 2400, 9999] {
+        for month in 1..=12 {
+            for day in 0..=32 {
+                let ts = format!("{year:04}-{month:02}-{day:02}T00:00:00Z");
+                let ours = rfc5424::timestamp(ts.as_bytes(), 9).is_ok();
+                let chrono = chrono::NaiveDate::from_ymd_opt(year, month, day).is_some();
+                assert_eq!(ours, chrono, "{ts}");
+            }
+        }
+    }
+}
+
+/// Every element and param of `sd` as owned strings.
+fn walk_sd(sd: &StructuredData<'_>) -> Vec<(String, Vec<(String, String)>)> {
+    sd.elements()
+        .map(|el| {
+            let params = el
+                .params()
+                .map(|(n, v)| (n.to_owned(), v.raw().to_owned()))
+                .collect();
+            (el.id.to_owned(), params)
+        })
+        .collect()
+}
+
+#[test]
+fn walking_with_the_parsers_spans_equals_scanning() {
+    let mut frames: Vec<Vec<u8>> = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/pks-sink-2k.lf"
+    ))
+    .expect("read sample")
+    .split(|&b| b == b'\n')
+    .filter(|l| !l.is_empty())
+    .map(<[u8]>::to_vec)
+    .collect();
+    let many_params: String = (0..20).map(|k| format!(" p{k}=\"v{k}\"")).collect();
+    let many_elements: String = (0..6).map(|k| format!("[e{k} a=\"{k}\"]")).collect();
+    for sd in [
+        r#"[a]"#.to_owned(),
+        r#"[a][b]"#.to_owned(),
+        r#"[a x="1" y="" z="a\"b\\c\]d]e"][b w="]"][a x="2"]"#.to_owned(),
+        format!("[big{many_params}]"),
+        format!("[m x=\"1\"]{many_elements}"),
+        format!("[long v=\"{}\"]", "x".repeat(70_000)),
+    ] {
+        frames.push(format!("<14>1 - h a - - {sd} msg").into_bytes());
+        frames.push(format!("<14>1 - h a - - {sd}").into_bytes());
+    }
+    let mut with_spans = 0;
+    for frame in &frames {
+        let m = parse(frame, Format::Auto).expect("parses");
+        let Some(sd) = m.structured_data else {
+            continue;
+        };
+        with_spans += usize::from(sd.spans.is_some());
+        let scanned = StructuredData::new(sd.raw(), None);
+        assert_eq!(walk_sd(&sd), walk_sd(&scanned), "{}", sd.raw());
+    }
+    assert!(with_spans > 1900, "spans kept for {with_spans} SDs");
+}
