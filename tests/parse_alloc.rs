@@ -4,50 +4,12 @@
 
 mod common;
 
+use common::alloc::{allocations, ThreadCounting};
 use common::octet_frames;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use syslog_sink::parse::{parse, Format};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Only the test's own thread is counted: the harness's threads allocate at any time (it
-    /// made this test fail now and then with a few allocations that were not parsing's).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: ThreadCounting = ThreadCounting;
 
 /// Parses and walks every frame; returns (params, chunk bytes, timestamps, errors) so the work
 /// cannot be optimised away.
@@ -86,11 +48,7 @@ fn parsing_pks_sample_does_not_allocate() {
     .expect("read sample");
     let frames = octet_frames(&data);
     assert_eq!(frames.len(), 2000);
-    COUNTING.with(|c| c.set(true));
-
-    let before = ALLOCS.load(Ordering::SeqCst);
-    let (params, bytes, stamps, errors) = walk(&frames);
-    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    let ((params, bytes, stamps, errors), allocs) = allocations(|| walk(&frames));
 
     println!("alloc: {allocs} allocations for 2000 frames, {params} params, {stamps} timestamps");
     assert_eq!(errors, 0);
@@ -101,16 +59,14 @@ fn parsing_pks_sample_does_not_allocate() {
 
     // The counter works: an escaped value's `unescaped()` allocates.
     let frame = br#"<13>1 - h a - - [id v="a\"b"]"#;
-    let before = ALLOCS.load(Ordering::SeqCst);
-    let owned = parse(frame, Format::Auto)
-        .ok()
-        .and_then(|m| m.structured_data)
-        .and_then(|sd| sd.element("id"))
-        .and_then(|el| el.param("v"))
-        .map(|v| v.unescaped().into_owned());
+    let (owned, n) = allocations(|| {
+        parse(frame, Format::Auto)
+            .ok()
+            .and_then(|m| m.structured_data)
+            .and_then(|sd| sd.element("id"))
+            .and_then(|el| el.param("v"))
+            .map(|v| v.unescaped().into_owned())
+    });
     assert_eq!(owned.as_deref(), Some("a\"b"));
-    assert!(
-        ALLOCS.load(Ordering::SeqCst) > before,
-        "allocation counter does not count"
-    );
+    assert!(n > 0, "allocation counter does not count");
 }

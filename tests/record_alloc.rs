@@ -2,9 +2,7 @@
 //! into a pre-reserved `BytesMut`, with a counting global allocator that counts only this test's
 //! thread (the test harness's own threads allocate at any time).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
 use bytes::{Bytes, BytesMut};
 use syslog_sink::classify::Classifier;
@@ -13,51 +11,10 @@ use syslog_sink::metrics::BatchCounts;
 use syslog_sink::parse::{parse, Format};
 use syslog_sink::record::{Encoder, RecordContext};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Whether allocations on this thread are counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use common::alloc::{allocations, ThreadCounting};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCS.load(Ordering::SeqCst) - before
-}
+static GLOBAL: ThreadCounting = ThreadCounting;
 
 #[test]
 fn encoding_pks_sample_does_not_allocate() {
@@ -97,7 +54,7 @@ fn encoding_pks_sample_does_not_allocate() {
     let mut happy_allocs = 0;
     let mut other_allocs = 0;
     for (f, &h) in frames.iter().zip(&happy) {
-        let n = allocations(|| {
+        let ((), n) = allocations(|| {
             encoder.encode(f, &ctx, &mut out, &mut counts);
         });
         if h {
@@ -129,7 +86,7 @@ fn encoding_pks_sample_does_not_allocate() {
         DEFAULT_MAX_FRAME_BYTES,
         Bytes::from_static(b"5 \xff\xfe\xfd\xfc\xfb"),
     );
-    let n = allocations(|| {
+    let ((), n) = allocations(|| {
         encoder.encode(&bad[0], &ctx, &mut out, &mut counts);
     });
     assert!(n > 0, "allocation counter does not count");

@@ -2,6 +2,8 @@
 //! a file output in a temporary folder, send bytes, stop it, read and check the records.
 #![allow(dead_code)]
 
+pub mod alloc;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
