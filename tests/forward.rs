@@ -256,6 +256,19 @@ ruleset(name="fwd") {{ action(type="omfile" file="{out}" template="fwd") }}
         self.wait_n(N, limit).await
     }
 
+    /// Waits (at most `limit`) until all N messages were stored, and asserts they were.
+    async fn assert_all_stored(&self, limit: Duration) {
+        let counts = self.wait_all(limit).await;
+        assert_eq!(
+            counts.len(),
+            N,
+            "stored: {}; {}; first lines: {:?}",
+            counts.len(),
+            self.logs(),
+            &self.lines()[..self.lines().len().min(3)]
+        );
+    }
+
     /// Waits (at most `limit`) until every seq 1..=n was stored at least once.
     async fn wait_n(&self, n: usize, limit: Duration) -> HashMap<usize, usize> {
         let deadline = Instant::now() + limit;
@@ -405,15 +418,7 @@ async fn forward_exactly_once_to(mut rx: Receiver, port: u16, passthrough: bool)
     rx.start();
     let s = start("", "", &fwd_output(port, passthrough)).await;
     send_pks(s.addr, 1, Duration::ZERO).await;
-    let counts = rx.wait_all(Duration::from_secs(15)).await;
-    assert_eq!(
-        counts.len(),
-        N,
-        "stored: {}; {}; first lines: {:?}",
-        counts.len(),
-        rx.logs(),
-        &rx.lines()[..rx.lines().len().min(3)]
-    );
+    rx.assert_all_stored(Duration::from_secs(15)).await;
     let metrics = s.metrics.clone();
     s.stop().await;
     rx.signal("-TERM");
@@ -447,15 +452,7 @@ async fn receiver_down_at_start_gets_everything_once_up() {
     }
     assert_eq!(s.metrics.outputs[1].records.load(Relaxed), 0);
     rx.start();
-    let counts = rx.wait_all(Duration::from_secs(15)).await;
-    assert_eq!(
-        counts.len(),
-        N,
-        "stored: {}; {}; first lines: {:?}",
-        counts.len(),
-        rx.logs(),
-        &rx.lines()[..rx.lines().len().min(3)]
-    );
+    rx.assert_all_stored(Duration::from_secs(15)).await;
     let metrics = s.metrics.clone();
     s.stop().await;
     rx.signal("-TERM");

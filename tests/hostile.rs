@@ -15,29 +15,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use syslog_sink::classify::Classifier;
-use syslog_sink::cli::{parse_stream, ParseOptions};
-use syslog_sink::framing::{FramingMode, Trailer};
-use syslog_sink::parse::Format;
+use syslog_sink::framing::FramingMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The records `syslog-sink parse` makes of `data` (what the server must write for one
-/// connection that sends `data` and closes), without `received_at`.
+/// The records `syslog-sink parse` makes of `data`, without `received_at` and `peer`.
 fn offline(data: &[u8], framing: FramingMode, max_frame_bytes: usize) -> Vec<Value> {
-    let opts = ParseOptions {
-        framing,
-        trailer: Trailer::CrLf,
-        format: Format::Auto,
-        max_frame_bytes,
-        frames: false,
-    };
-    let mut out = Vec::new();
-    parse_stream(data, &mut out, &opts, &Classifier::builtin()).expect("parse_stream");
-    std::str::from_utf8(&out)
-        .expect("records are UTF-8")
-        .lines()
-        .map(|l| strip(serde_json::from_str(l).expect("record is JSON")))
+    offline_records(data, framing, max_frame_bytes)
+        .into_iter()
+        .map(strip)
         .collect()
 }
 

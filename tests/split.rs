@@ -9,10 +9,7 @@ use std::io::Read;
 use common::*;
 use proptest::prelude::*;
 use serde_json::Value;
-use syslog_sink::classify::Classifier;
-use syslog_sink::cli::{parse_stream, ParseOptions};
-use syslog_sink::framing::{FramingMode, Trailer};
-use syslog_sink::parse::Format;
+use syslog_sink::framing::FramingMode;
 
 /// A reader that returns its data in the given pieces, one per `read` call.
 struct Pieces {
@@ -46,30 +43,12 @@ fn records_max(
     framing: FramingMode,
     max_frame_bytes: usize,
 ) -> Vec<Value> {
-    let classifier = Classifier::builtin();
-    let opts = ParseOptions {
-        framing,
-        trailer: Trailer::CrLf,
-        format: Format::Auto,
-        max_frame_bytes,
-        frames: false,
-    };
-    let mut out = Vec::new();
     let reader = Pieces {
         data: data.to_vec(),
         cuts,
         pos: 0,
     };
-    parse_stream(reader, &mut out, &opts, &classifier).unwrap();
-    std::str::from_utf8(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("received_at");
-            v
-        })
-        .collect()
+    offline_records(reader, framing, max_frame_bytes)
 }
 
 #[test]

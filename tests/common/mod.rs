@@ -225,3 +225,34 @@ pub fn octet_frames(stream: &[u8]) -> Vec<&[u8]> {
         })
         .collect()
 }
+
+/// The records `syslog-sink parse` makes of what `input` yields (what the server writes for one
+/// connection that sends it and closes), without `received_at`.
+pub fn offline_records(
+    input: impl std::io::Read,
+    framing: syslog_sink::framing::FramingMode,
+    max_frame_bytes: usize,
+) -> Vec<Value> {
+    use syslog_sink::cli::{parse_stream, ParseOptions};
+    let opts = ParseOptions {
+        framing,
+        trailer: syslog_sink::framing::Trailer::CrLf,
+        format: syslog_sink::parse::Format::Auto,
+        max_frame_bytes,
+        frames: false,
+    };
+    let classifier = syslog_sink::classify::Classifier::builtin();
+    let mut out = Vec::new();
+    parse_stream(input, &mut out, &opts, &classifier).expect("parse_stream");
+    std::str::from_utf8(&out)
+        .expect("records are UTF-8")
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("record is JSON");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("received_at");
+            }
+            v
+        })
+        .collect()
+}
