@@ -132,23 +132,25 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                let categories = c.classifier().map(|k| k.categories().len()).unwrap_or(0);
-                println!(
-                    "{}: OK ({} listener(s), {} output(s), {} categories)",
-                    config.display(),
-                    c.listen.len(),
-                    c.output.len(),
-                    categories
-                );
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            match Config::load(&config).and_then(|c| c.check_buffer_dirs().map(|()| c)) {
+                Ok(c) => {
+                    let categories = c.classifier().map(|k| k.categories().len()).unwrap_or(0);
+                    println!(
+                        "{}: OK ({} listener(s), {} output(s), {} categories)",
+                        config.display(),
+                        c.listen.len(),
+                        c.output.len(),
+                        categories
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("config error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 

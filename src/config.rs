@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::classify::{Classifier, Rule};
 use crate::framing::{FramingMode, Trailer, DEFAULT_MAX_FRAME_BYTES};
@@ -64,6 +65,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Log filter (`info`, `debug`, `syslog_sink::server=debug,info`); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Folder of the outputs' disk buffers that have no `buffer.path`: `data_dir/<output name>`
+    /// (default `data`, relative to the working directory).
+    pub data_dir: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -72,9 +76,13 @@ impl Default for ServerConfig {
             summary_interval_secs: 10,
             shutdown_grace_secs: 30,
             log_level: "info".to_string(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }
 }
+
+/// Default `[server] data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "data";
 
 /// What a listener does when `max_connections` are open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -221,6 +229,24 @@ impl OutputType {
             OutputType::Syslog => "syslog",
         }
     }
+
+    /// Whether the output sends over the network, so it gets a disk buffer unless `buffer =
+    /// false` (see [`OutputConfig::buffer_config`]).
+    pub fn is_network(self) -> bool {
+        match self {
+            OutputType::Syslog => true,
+            OutputType::File | OutputType::Stdout => false,
+        }
+    }
+
+    /// What its disk buffer stores per record: the received frame (`true`: the `syslog` output
+    /// forwards frames), or the JSON line (`false`).
+    pub fn buffers_frames(self) -> bool {
+        match self {
+            OutputType::Syslog => true,
+            OutputType::File | OutputType::Stdout => false,
+        }
+    }
 }
 
 /// `[[output]]`.
@@ -261,6 +287,85 @@ pub struct OutputConfig {
     pub queue_batches: usize,
     /// Which records this output gets; all when absent.
     pub filter: Option<FilterConfig>,
+    /// Disk buffer: `false`, `true` or `[output.buffer]`. Absent: on for network outputs
+    /// (`syslog`), off for `file` and `stdout`. See [`OutputConfig::buffer_config`].
+    pub buffer: Option<BufferSetting>,
+}
+
+/// `buffer` of an output: `buffer = false` (memory only), `buffer = true` (a disk buffer with
+/// the defaults) or an `[output.buffer]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BufferSetting {
+    /// No disk buffer.
+    Off,
+    /// A disk buffer.
+    On(BufferConfig),
+}
+
+impl<'de> Deserialize<'de> for BufferSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BufferSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or an [output.buffer] table")
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<BufferSetting, E> {
+                Ok(if on {
+                    BufferSetting::On(BufferConfig::default())
+                } else {
+                    BufferSetting::Off
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BufferSetting, A::Error> {
+                BufferConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(BufferSetting::On)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[output.buffer]`: the output's disk buffer (a segmented write-ahead log, [`crate::buffer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Folder of the segment files; default `[server] data_dir` / the output's name. Must not
+    /// be another output's.
+    pub path: Option<PathBuf>,
+    /// Most bytes on disk; when full, the output's queue fills and the listeners stop reading.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub max_bytes: u64,
+    /// `fdatasync` the segment being written at most this many milliseconds after a write;
+    /// 0 = after every write.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            path: None,
+            max_bytes: default_buffer_max_bytes(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+        }
+    }
+}
+
+/// Default `buffer.max_bytes` (1 GiB).
+pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 1 << 30;
+/// Default `buffer.fsync_interval_ms`.
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
+/// Smallest accepted `buffer.max_bytes` (64 KiB).
+pub const MIN_BUFFER_BYTES: u64 = 64 << 10;
+/// Largest accepted `buffer.max_bytes` (1 PiB).
+pub const MAX_BUFFER_BYTES: u64 = 1 << 50;
+
+fn default_buffer_max_bytes() -> u64 {
+    DEFAULT_BUFFER_MAX_BYTES
+}
+fn default_fsync_interval_ms() -> u64 {
+    DEFAULT_FSYNC_INTERVAL_MS
 }
 
 /// How a `syslog` output frames messages on the wire (RFC 6587).
@@ -310,6 +415,22 @@ impl OutputConfig {
     /// `flush_interval_ms` as a duration.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The output's disk buffer, with its path resolved (`data_dir/<name>` when not given):
+    /// `buffer = false` has none; an `[output.buffer]` section or `buffer = true` has one; an
+    /// output without `buffer` has one when it is a network output ([`OutputType::is_network`]).
+    pub fn buffer_config(&self, data_dir: &Path) -> Option<BufferConfig> {
+        let mut b = match &self.buffer {
+            Some(BufferSetting::Off) => return None,
+            Some(BufferSetting::On(b)) => b.clone(),
+            None if self.kind.is_network() => BufferConfig::default(),
+            None => return None,
+        };
+        if b.path.is_none() {
+            b.path = Some(data_dir.join(&self.name));
+        }
+        Some(b)
     }
 }
 
@@ -430,7 +551,52 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
     Ok(())
 }
 
+/// Whether `name` can be one folder name (no separator, not `.` or `..`).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// `path` with `.` components and repeated separators removed (for comparing buffer paths).
+fn normalize(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
 impl Config {
+    /// Creates every output's disk-buffer folder and checks it can be written (what
+    /// `check-config` and `serve` do before anything else). The error names the key the folder
+    /// comes from: `buffer.path`, or `server.data_dir` for the default.
+    pub fn check_buffer_dirs(&self) -> Result<(), ConfigError> {
+        for (i, o) in self.output.iter().enumerate() {
+            let Some(b) = o.buffer_config(&self.server.data_dir) else {
+                continue;
+            };
+            let path = b.path.unwrap_or_default();
+            let explicit = matches!(&o.buffer, Some(BufferSetting::On(c)) if c.path.is_some());
+            let key = if explicit {
+                format!("output[{i}] {:?}.buffer.path", o.name)
+            } else {
+                format!("server.data_dir (disk buffer of output[{i}] {:?})", o.name)
+            };
+            let probe = path.join(".write-check");
+            let r = std::fs::create_dir_all(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .and_then(|()| {
+                    std::fs::write(&probe, b"ok")
+                        .map_err(|e| format!("cannot write in {}: {e}", path.display()))
+                })
+                .and_then(|()| {
+                    std::fs::remove_file(&probe)
+                        .map_err(|e| format!("cannot remove {}: {e}", probe.display()))
+                });
+            if let Err(why) = r {
+                return Err(ConfigError(format!("{key}: {why}")));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads, parses and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -550,6 +716,7 @@ impl Config {
         }
         let classifier = self.classifier()?;
         let mut names: Vec<&str> = Vec::new();
+        let mut buffers: Vec<(PathBuf, String)> = Vec::new();
         for (i, o) in self.output.iter().enumerate() {
             let key = |k: &str| format!("output[{i}] {:?}.{k}", o.name);
             if o.name.is_empty() {
@@ -586,6 +753,47 @@ impl Config {
                     key("queue_batches"),
                     format!("{} is out of range 1..=65536", o.queue_batches),
                 );
+            }
+            if let Some(b) = o.buffer_config(&self.server.data_dir) {
+                let explicit = matches!(&o.buffer, Some(BufferSetting::On(c)) if c.path.is_some());
+                if !explicit && !is_plain_name(&o.name) {
+                    return err(
+                        key("name"),
+                        "cannot be a folder name under server.data_dir (its disk buffer); \
+                         set buffer.path or choose a name without '/'"
+                            .into(),
+                    );
+                }
+                if !(MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&b.max_bytes) {
+                    return err(
+                        key("buffer.max_bytes"),
+                        format!(
+                            "{} is out of range {MIN_BUFFER_BYTES}..={MAX_BUFFER_BYTES}",
+                            b.max_bytes
+                        ),
+                    );
+                }
+                if b.fsync_interval_ms > 3_600_000 {
+                    return err(
+                        key("buffer.fsync_interval_ms"),
+                        format!("{} is out of range 0..=3600000", b.fsync_interval_ms),
+                    );
+                }
+                let path = b.path.unwrap_or_default();
+                if path.as_os_str().is_empty() {
+                    return err(key("buffer.path"), "must not be empty".into());
+                }
+                let norm = normalize(&path);
+                if let Some((_, other)) = buffers.iter().find(|(p, _)| *p == norm) {
+                    return err(
+                        key("buffer.path"),
+                        format!(
+                            "{} is also the disk buffer of {other}: two outputs cannot share one",
+                            path.display()
+                        ),
+                    );
+                }
+                buffers.push((norm, format!("output[{i}] {:?}", o.name)));
             }
             if let Some(f) = &o.filter {
                 for c in f.category.iter().flatten() {

@@ -8,6 +8,7 @@
 //! with [`config`] and [`metrics`] beside them, and [`tls`] (RFC 5425) and [`limits`] (per-peer
 //! limits) beside [`server`]. `main.rs` only parses the command line.
 
+pub mod buffer;
 pub mod classify;
 pub mod cli;
 pub mod config;

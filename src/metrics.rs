@@ -23,6 +23,16 @@ pub struct OutputMetrics {
     pub retries: AtomicU64,
     /// `syslog`: connections made after a failed one.
     pub reconnects: AtomicU64,
+    /// Disk buffer: bytes of its segment files now (gauge).
+    pub buffer_bytes: AtomicU64,
+    /// Disk buffer: records in it not yet confirmed by the output (gauge).
+    pub buffer_records: AtomicU64,
+    /// Disk buffer: when the oldest record not yet confirmed was written to it, Unix time in
+    /// milliseconds; 0 when there is none (gauge).
+    pub buffer_oldest_unix_ms: AtomicU64,
+    /// Disk buffer: damaged entries found (a torn or corrupt entry; the rest of its segment
+    /// file is skipped).
+    pub buffer_corrupt: AtomicU64,
 }
 
 /// Every counter of the process.
@@ -156,10 +166,13 @@ impl Metrics {
         }
         for o in &self.outputs {
             line.push_str(&format!(" out.{}={}", o.name, o.records.load(Relaxed)));
-            let extra: Vec<String> = [
+            let mut extra: Vec<String> = [
                 ("errors", &o.errors),
                 ("retries", &o.retries),
                 ("reconnects", &o.reconnects),
+                ("buffer_bytes", &o.buffer_bytes),
+                ("buffer_records", &o.buffer_records),
+                ("buffer_corrupt", &o.buffer_corrupt),
             ]
             .iter()
             .filter_map(|(n, c)| {
@@ -167,12 +180,24 @@ impl Metrics {
                 (v > 0).then(|| format!("{n}={v}"))
             })
             .collect();
+            let oldest = o.buffer_oldest_unix_ms.load(Relaxed);
+            if oldest > 0 {
+                let age = unix_ms().saturating_sub(oldest);
+                extra.push(format!("buffer_oldest_age_ms={age}"));
+            }
             if !extra.is_empty() {
                 line.push_str(&format!("({})", extra.join(" ")));
             }
         }
         line
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What one batch counted, added to [`Metrics`] at once.

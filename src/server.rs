@@ -31,6 +31,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::buffer::DiskBuffer;
 use crate::classify::Classifier;
 use crate::config::{AtLimit, Config, ConfigError, ListenConfig, OutputType};
 use crate::framing::{Frame, FrameDecoder, FrameKind};
@@ -95,23 +96,35 @@ impl Server {
                     None => None,
                 };
             let rx = router.add(filter, o.queue_batches);
-            let (m, every) = (metrics.clone(), o.flush_interval());
-            let handle = match o.kind {
+            let m = metrics.clone();
+            let buffer = match o.buffer_config(&config.server.data_dir) {
+                Some(b) => {
+                    let opened = DiskBuffer::open(&b, o.kind.buffers_frames(), i, m.clone())
+                        .map_err(|e| {
+                            ConfigError(format!("output[{i}] {:?}.buffer: {e}", o.name))
+                        })?;
+                    tracing::info!(output = %o.name, path = ?b.path, max_bytes = b.max_bytes,
+                        fsync_interval_ms = b.fsync_interval_ms, "disk buffer ready");
+                    Some(opened)
+                }
+                None => None,
+            };
+            let spawned = match o.kind {
                 OutputType::File => {
                     let path = o.path.as_deref().unwrap_or(std::path::Path::new(""));
                     let out = FileOutput::open(path)
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}: {e}", o.name)))?;
-                    tokio::spawn(output::run(out, i, rx, every, m))
+                    spawn_output(out, i, rx, o, m, buffer)
                 }
-                OutputType::Stdout => {
-                    tokio::spawn(output::run(StdoutOutput::new(), i, rx, every, m))
-                }
+                OutputType::Stdout => spawn_output(StdoutOutput::new(), i, rx, o, m, buffer),
                 OutputType::Syslog => {
                     let out = SyslogOutput::new(o, i, m.clone())
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
-                    tokio::spawn(output::run(out, i, rx, every, m))
+                    spawn_output(out, i, rx, o, m, buffer)
                 }
             };
+            let handle = spawned
+                .map_err(|e| ConfigError(format!("output[{i}] {:?}: cannot start: {e}", o.name)))?;
             tracing::info!(output = %o.name, kind = o.kind.as_str(), path = ?o.path, "output ready");
             outputs.push(handle);
         }
@@ -193,6 +206,28 @@ impl Server {
         } else {
             Stopped::GraceExpired
         }
+    }
+}
+
+/// Runs output `out` (number `i`, config `o`) in its own task: behind its disk buffer when it
+/// has one ([`crate::buffer::run`]), else straight from its queue ([`output::run`]).
+fn spawn_output<O: output::Output>(
+    out: O,
+    i: usize,
+    rx: crate::route::Receiver,
+    o: &crate::config::OutputConfig,
+    metrics: Arc<Metrics>,
+    buffer: Option<DiskBuffer>,
+) -> io::Result<JoinHandle<()>> {
+    match buffer {
+        Some(b) => crate::buffer::run(b, out, i, rx, o.flush_interval(), o.queue_batches),
+        None => Ok(tokio::spawn(output::run(
+            out,
+            i,
+            rx,
+            o.flush_interval(),
+            metrics,
+        ))),
     }
 }
 

@@ -55,6 +55,15 @@ pub trait Output: Send + 'static {
     fn unconfirmed(&self) -> bool {
         false
     }
+    /// How many of the records taken by `write_batch` so far are confirmed delivered (counted
+    /// from the output's creation), for an output that confirms later than `flush` (the
+    /// `syslog` output's window). `None`, the default, means: everything taken is confirmed
+    /// once `flush` returned `Ok` (file, stdout, and outputs whose `flush` waits for the
+    /// destination's acknowledgement). The disk buffer ([`crate::buffer`]) removes records only
+    /// once they are confirmed.
+    fn confirmed(&self) -> Option<u64> {
+        None
+    }
     /// Takes one or more complete JSON lines; may write them at once or buffer them.
     fn write(&mut self, lines: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Writes everything taken so far to the destination.
@@ -217,7 +226,7 @@ pub async fn run<O: Output>(
 }
 
 /// Retries `flush` with capped exponential backoff until it succeeds.
-async fn retry_flush<O: Output>(
+pub(crate) async fn retry_flush<O: Output>(
     out: &mut O,
     name: &str,
     errors: &std::sync::atomic::AtomicU64,

@@ -138,6 +138,8 @@ pub struct SyslogOutput {
     connected_once: bool,
     /// Whether the last state logged was "down" (log once per state change).
     logged_down: bool,
+    /// Records confirmed since the output was made ([`Output::confirmed`]).
+    confirmed_total: u64,
     rng: u64,
     metrics: Arc<Metrics>,
     index: usize,
@@ -206,6 +208,7 @@ impl SyslogOutput {
             written: 0,
             connected_once: false,
             logged_down: false,
+            confirmed_total: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1),
             metrics,
             index,
@@ -458,6 +461,7 @@ impl SyslogOutput {
             self.window_bytes = self.window_bytes.saturating_sub(e.bytes as usize);
         }
         self.written -= n;
+        self.confirmed_total += records;
         if let Some(m) = self.m() {
             m.records.fetch_add(records, Relaxed);
             m.bytes.fetch_add(bytes, Relaxed);
@@ -646,6 +650,10 @@ impl Output for SyslogOutput {
 
     fn unconfirmed(&self) -> bool {
         !self.window.is_empty()
+    }
+
+    fn confirmed(&self) -> Option<u64> {
+        Some(self.confirmed_total)
     }
 
     /// Never fails: writes and confirms what it can, reconnecting as needed.

@@ -45,10 +45,12 @@ pub struct Running {
 pub async fn start(listen_extra: &str, output_extra: &str, more: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out/records.jsonl");
+    let data = dir.path().join("data");
     let text = format!(
-        "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\n\
+        "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\ndata_dir = {:?}\n\
          [[listen]]\naddress = \"127.0.0.1:0\"\n{listen_extra}\n\
          [[output]]\nname = \"file\"\ntype = \"file\"\npath = {:?}\nflush_interval_ms = 50\n{output_extra}\n{more}\n",
+        data.display().to_string(),
         out.display().to_string()
     );
     let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
