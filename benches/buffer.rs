@@ -1,1 +1,165 @@
-fn main() {}
+//! Output throughput with and without the disk buffer: `cargo bench --bench buffer`.
+//!
+//! The PKS sample (2,000 messages) repeated `BUFFER_BENCH_MESSAGES / 2000` times (default
+//! 200,000 messages) is sent on one loopback connection into a server in this process with one
+//! output: a `file` output to a temporary file, and a `syslog` output (passthrough,
+//! `confirm_after_ms = 100`) to a receiver in this process that counts frames. Each output runs
+//! without a buffer and with `[output.buffer]` (defaults: 1 GiB, fsync every second), in
+//! `BUFFER_BENCH_ROUNDS` interleaved rounds (default 3). A round ends when the output has
+//! written every record (file) or the receiver has counted every message (syslog), at most
+//! 60 s. Prints msgs/s per round, the medians, and buffered/unbuffered.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use syslog_sink::config::Config;
+use syslog_sink::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PKS_OCTET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pks-sink-2k.octet");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Counts octet-counted frames arriving on any connection.
+async fn receiver(listener: TcpListener, frames: Arc<AtomicU64>) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1 << 20);
+            let mut chunk = vec![0u8; 256 << 10];
+            loop {
+                let n = match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                let mut pos = 0;
+                let mut count = 0;
+                while let Some(sp) = buf[pos..].iter().take(12).position(|&b| b == b' ') {
+                    let len: usize = std::str::from_utf8(&buf[pos..pos + sp])
+                        .ok()
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    let end = (pos + sp + 1).saturating_add(len);
+                    if end > buf.len() {
+                        break;
+                    }
+                    pos = end;
+                    count += 1;
+                }
+                buf.drain(..pos);
+                frames.fetch_add(count, Relaxed);
+            }
+        });
+    }
+}
+
+/// One round: returns messages per second.
+async fn round(data: &[u8], n: u64, syslog: bool, buffered: bool, dir: &Path) -> f64 {
+    let frames = Arc::new(AtomicU64::new(0));
+    let mut rx_task = None;
+    let output = if syslog {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        rx_task = Some(tokio::spawn(receiver(listener, frames.clone())));
+        format!(
+            "[[output]]\nname = \"out\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n\
+             passthrough = true\nconfirm_after_ms = 100\n{}\n",
+            if buffered {
+                "[output.buffer]"
+            } else {
+                "buffer = false"
+            }
+        )
+    } else {
+        format!(
+            "[[output]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n{}\n",
+            dir.join("out.jsonl").display().to_string(),
+            if buffered { "[output.buffer]" } else { "" }
+        )
+    };
+    let text = format!(
+        "[server]\nsummary_interval_secs = 0\ndata_dir = {:?}\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n{output}",
+        dir.join("data").display().to_string()
+    );
+    let config = Config::from_toml(&text).expect("config");
+    let server = Server::start(&config).await.expect("start");
+    let addr = server.local_addrs()[0];
+    let metrics = server.metrics();
+    let token = server.shutdown_token();
+    let run = tokio::spawn(server.run(Duration::from_secs(30)));
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(data).await.expect("write");
+    s.shutdown().await.expect("shutdown");
+    let done = || {
+        if syslog {
+            frames.load(Relaxed) >= n
+        } else {
+            metrics.outputs[0].records.load(Relaxed) >= n
+        }
+    };
+    while !done() {
+        assert!(started.elapsed() < LIMIT, "round took over {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    token.cancel();
+    let _ = tokio::time::timeout(LIMIT, run).await;
+    if let Some(t) = rx_task {
+        t.abort();
+    }
+    rate
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let reps = (env_usize("BUFFER_BENCH_MESSAGES", 200_000) / 2000).max(1);
+    let rounds = env_usize("BUFFER_BENCH_ROUNDS", 3).max(1);
+    let sample = std::fs::read(PKS_OCTET).expect("PKS sample");
+    let data: Vec<u8> = sample.repeat(reps);
+    let n = (reps * 2000) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "{n} messages ({:.1} MB) per round, {rounds} rounds",
+        data.len() as f64 / 1e6
+    );
+    for syslog in [false, true] {
+        let name = if syslog { "syslog" } else { "file" };
+        let (mut plain, mut buffered) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            for b in [false, true] {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let rate = rt.block_on(round(&data, n, syslog, b, dir.path()));
+                println!(
+                    "{name:6} round {r} {:11} {rate:>10.0} msgs/s",
+                    if b { "buffer" } else { "no buffer" }
+                );
+                if b { &mut buffered } else { &mut plain }.push(rate);
+            }
+        }
+        let (p, b) = (median(&mut plain), median(&mut buffered));
+        println!(
+            "{name:6} median: no buffer {p:.0} msgs/s, buffer {b:.0} msgs/s, buffer/no buffer = {:.2}",
+            b / p
+        );
+    }
+}
