@@ -895,4 +895,96 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn disk_buffers_default_on_for_network_outputs_and_paths_must_differ() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[server]\ndata_dir = \"/var/lib/s\"\n[[listen]]\naddress = \"127.0.0.1:1514\"\n\
+                 [[output]]\nname = \"a\"\n{a}\n[[output]]\nname = \"b\"\n{b}\n"
+            )
+        };
+        let fwd = "type = \"syslog\"\naddress = \"h:1\"";
+        let c = Config::from_toml(&two(fwd, "type = \"stdout\"")).unwrap();
+        let dir = c.server.data_dir.clone();
+        let b = c.output[0].buffer_config(&dir).unwrap();
+        assert_eq!(b.path.as_deref(), Some(Path::new("/var/lib/s/a")));
+        assert_eq!(b.max_bytes, DEFAULT_BUFFER_MAX_BYTES);
+        assert_eq!(b.fsync_interval_ms, DEFAULT_FSYNC_INTERVAL_MS);
+        assert_eq!(
+            c.output[1].buffer_config(&dir),
+            None,
+            "stdout: none by default"
+        );
+        let c = Config::from_toml(&two(
+            &format!("{fwd}\nbuffer = false"),
+            "type = \"stdout\"\nbuffer = true",
+        ))
+        .unwrap();
+        assert_eq!(c.output[0].buffer_config(&dir), None);
+        assert!(c.output[1].buffer_config(&dir).is_some());
+        assert_eq!(
+            ServerConfig::default().data_dir,
+            Path::new(DEFAULT_DATA_DIR)
+        );
+        for (a, b, needles) in [
+            (
+                format!("{fwd}\n[output.buffer]\npath = \"/var/lib/s/./b\""),
+                "type = \"stdout\"\nbuffer = true".to_string(),
+                &["output[1] \"b\".buffer.path", "output[0] \"a\"", "share"][..],
+            ),
+            (
+                format!("{fwd}\n[output.buffer]\nmax_bytes = 10"),
+                "type = \"stdout\"".into(),
+                &["output[0] \"a\".buffer.max_bytes", "out of range"],
+            ),
+            (
+                format!("{fwd}\n[output.buffer]\nfsync_interval_ms = 99999999"),
+                "type = \"stdout\"".into(),
+                &["buffer.fsync_interval_ms"],
+            ),
+            (
+                format!("{fwd}\n[output.buffer]\nmax_byte = 1"),
+                "type = \"stdout\"".into(),
+                &["max_byte"],
+            ),
+            (
+                format!("{fwd}\nbuffer = 3"),
+                "type = \"stdout\"".into(),
+                &["true, false or an [output.buffer] table"],
+            ),
+        ] {
+            let e = Config::from_toml(&two(&a, &b)).unwrap_err().0;
+            for n in needles {
+                assert!(e.contains(n), "{a:?}: {e:?} lacks {n:?}");
+            }
+        }
+        let e = Config::from_toml(&format!(
+            "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"x/y\"\n{fwd}\n"
+        ))
+        .unwrap_err()
+        .0;
+        assert!(e.contains("buffer.path"), "{e}");
+    }
+
+    #[test]
+    fn buffer_dirs_are_created_and_an_unusable_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let text = |data: &Path| {
+            format!(
+                "[server]\ndata_dir = {:?}\n[[listen]]\naddress = \"127.0.0.1:1514\"\n\
+                 [[output]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"h:1\"\n",
+                data.display().to_string()
+            )
+        };
+        let ok = Config::from_toml(&text(&dir.path().join("data"))).unwrap();
+        ok.check_buffer_dirs().unwrap();
+        assert!(dir.path().join("data/siem").is_dir());
+        let bad = Config::from_toml(&text(&blocker.join("data"))).unwrap();
+        let e = bad.check_buffer_dirs().unwrap_err().0;
+        assert!(e.starts_with("server.data_dir"), "{e}");
+        assert!(e.contains("siem") && e.contains("cannot create"), "{e}");
+    }
 }
