@@ -734,7 +734,7 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
     let bit = 1u64 << shared.index;
     let mut buf = Vec::new();
     let mut last_log: Option<Instant> = None;
-    let mut full_logged = false;
+    let mut full = FullLog::default();
     while let Some(batch) = rx.blocking_recv() {
         buf.clear();
         let appended = unix_ms();
@@ -743,7 +743,7 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
             continue;
         }
         let len = buf.len() as u64;
-        if !make_room(&shared, &mut file, len, &mut full_logged) {
+        if !make_room(&shared, &mut file, len, &mut full) {
             return;
         }
         // Append; on failure (disk full ...) cut the partial entry and retry with backoff.
@@ -816,15 +816,27 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
     let mut st = lock(&shared.state);
     st.synced_pos = st.write_pos;
     st.writer_done = true;
+    if st.records > 0 {
+        tracing::info!(output = %shared.name, records = st.records, bytes = st.disk_bytes,
+            "disk buffer: queue closed, every record is on disk (synced); what is not delivered before the process exits is delivered after the next start");
+    }
     drop(st);
     shared.data.notify_one();
 }
 
+/// "Buffer full" log state: at most one such line per [`LOG_EVERY`], each followed by one
+/// "room again".
+#[derive(Debug, Default)]
+struct FullLog {
+    logged: bool,
+    last: Option<Instant>,
+}
+
 /// Waits until an entry of `len` bytes fits (the log always takes one entry when empty),
-/// starting a new segment when the live one would grow past the segment size, or when the
-/// log is full (so the live segment can be deleted once confirmed). False when the reader is
+/// starting a new segment when the live one would grow past the segment size, or when it
+/// alone fills the log (so that it can be deleted once confirmed). False when the reader is
 /// gone.
-fn make_room(shared: &Shared, file: &mut File, len: u64, full_logged: &mut bool) -> bool {
+fn make_room(shared: &Shared, file: &mut File, len: u64, full: &mut FullLog) -> bool {
     let mut roll_failed = false;
     loop {
         let mut st = lock(&shared.state);
@@ -836,24 +848,27 @@ fn make_room(shared: &Shared, file: &mut File, len: u64, full_logged: &mut bool)
         if st.disk_bytes == 0 || st.disk_bytes + len <= shared.max_bytes {
             st.writer_waiting = false;
             drop(st);
-            if *full_logged {
+            if full.logged {
                 tracing::info!(output = %shared.name, "disk buffer has room again");
-                *full_logged = false;
+                full.logged = false;
             }
             if live_len > 0 && live_len + len > shared.segment_bytes {
                 roll(shared, file, at);
             }
             return true;
         }
-        if live_len > 0 && !roll_failed {
+        // Room comes from deleting confirmed segments; the live one is never deleted, so
+        // when it alone leaves no room, start a new one.
+        if live_len > 0 && live_len + len > shared.max_bytes && !roll_failed {
             drop(st);
             roll_failed = !roll(shared, file, at);
             continue;
         }
-        if !*full_logged {
+        if !full.logged && full.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             tracing::warn!(output = %shared.name, max_bytes = shared.max_bytes,
                 "disk buffer full; holding the output's queue (the listeners slow down) until records are confirmed");
-            *full_logged = true;
+            full.logged = true;
+            full.last = Some(Instant::now());
         }
         st.writer_waiting = true;
         let paths = shared.collect(&mut st);
