@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::config::BufferConfig;
 use crate::framing::{Frame, FrameErrorKind, FrameKind};
 use crate::metrics::{unix_ms, Metrics, OutputMetrics};
-use crate::output::{retry_flush, Output};
+use crate::output::{retry_flush, write_chunks, Output};
 use crate::route::{Batch, Line, Receiver};
 
 /// Bytes of an entry header: length and CRC.
@@ -368,26 +368,34 @@ fn error_kind(c: u8) -> Option<FrameErrorKind> {
     })
 }
 
-/// Appends to `buf` the entry of the records of `batch` that `bit` wants (JSON lines, or with
-/// `frames` their frames); returns how many records it holds (0: `buf` is unchanged).
-fn encode(buf: &mut Vec<u8>, batch: &Batch, bit: u64, frames: bool, appended: u64) -> u64 {
-    let base = buf.len();
-    buf.extend_from_slice(&[0u8; HEADER]);
-    buf.push(if frames { CONTENT_FRAMES } else { CONTENT_JSON });
-    buf.extend_from_slice(&appended.to_le_bytes());
-    let n_at = buf.len();
-    buf.extend_from_slice(&0u32.to_le_bytes());
+/// The entry of the records of `batch` that `bit` wants (JSON lines, or with `frames` their
+/// frames), without copying their bytes: `head` gets the entry header and the record
+/// descriptors, `parts` the records' bytes (slices of the batch); the entry is `head` then
+/// `parts`. Returns how many records it holds (0: nothing added).
+fn encode_parts(
+    head: &mut Vec<u8>,
+    parts: &mut Vec<Bytes>,
+    batch: &Batch,
+    bit: u64,
+    frames: bool,
+    appended: u64,
+) -> u64 {
+    head.clear();
+    let first_part = parts.len();
+    head.extend_from_slice(&[0u8; HEADER]);
+    head.push(if frames { CONTENT_FRAMES } else { CONTENT_JSON });
+    head.extend_from_slice(&appended.to_le_bytes());
+    let n_at = head.len();
+    head.extend_from_slice(&0u32.to_le_bytes());
     let mut n: u32 = 0;
     if frames {
-        let wanted = || {
-            batch
-                .lines
-                .iter()
-                .zip(&batch.frames)
-                .filter(|(l, _)| l.mask & bit != 0)
-                .map(|(_, f)| f)
-        };
-        for f in wanted() {
+        let wanted = batch
+            .lines
+            .iter()
+            .zip(&batch.frames)
+            .filter(|(l, _)| l.mask & bit != 0)
+            .map(|(_, f)| f);
+        for f in wanted {
             let (kind, reason, declared) = match f.kind {
                 FrameKind::Complete => (0u8, 0u8, u64::MAX),
                 FrameKind::Truncated {
@@ -396,38 +404,52 @@ fn encode(buf: &mut Vec<u8>, batch: &Batch, bit: u64, frames: bool, appended: u6
                 } => (1, error_code(reason), declared_length.unwrap_or(u64::MAX)),
                 FrameKind::Error(k) => (2, error_code(k), u64::MAX),
             };
-            buf.push(kind);
-            buf.push(reason);
-            buf.extend_from_slice(&declared.to_le_bytes());
-            buf.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+            head.push(kind);
+            head.push(reason);
+            head.extend_from_slice(&declared.to_le_bytes());
+            head.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+            parts.push(f.data.clone());
             n += 1;
-        }
-        for f in wanted() {
-            buf.extend_from_slice(&f.data);
         }
     } else {
         let mut start = 0u32;
         for l in &batch.lines {
             if l.mask & bit != 0 {
-                buf.extend_from_slice(&(l.end - start).to_le_bytes());
+                head.extend_from_slice(&(l.end - start).to_le_bytes());
                 n += 1;
             }
             start = l.end;
         }
-        for (run, _) in batch.runs(bit) {
-            buf.extend_from_slice(&run);
-        }
+        parts.extend(batch.runs(bit).map(|(run, _)| run));
     }
     if n == 0 {
-        buf.truncate(base);
+        head.clear();
+        parts.truncate(first_part);
         return 0;
     }
-    buf[n_at..n_at + 4].copy_from_slice(&n.to_le_bytes());
-    let len = (buf.len() - base - HEADER) as u32;
-    let crc = crc32fast::hash(&buf[base + HEADER..]);
-    buf[base..base + 4].copy_from_slice(&len.to_le_bytes());
-    buf[base + 4..base + 8].copy_from_slice(&crc.to_le_bytes());
+    head[n_at..n_at + 4].copy_from_slice(&n.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[HEADER..]);
+    let mut len = head.len() - HEADER;
+    for p in &parts[first_part..] {
+        crc.update(p);
+        len += p.len();
+    }
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
     u64::from(n)
+}
+
+/// [`encode_parts`] into one buffer (appended to `buf`).
+#[cfg(test)]
+fn encode(buf: &mut Vec<u8>, batch: &Batch, bit: u64, frames: bool, appended: u64) -> u64 {
+    let (mut head, mut parts) = (Vec::new(), Vec::new());
+    let n = encode_parts(&mut head, &mut parts, batch, bit, frames, appended);
+    if n > 0 {
+        buf.extend_from_slice(&head);
+        parts.iter().for_each(|p| buf.extend_from_slice(p));
+    }
+    n
 }
 
 /// The batch an entry's payload holds (every line's mask `bit`), and when it was appended.
@@ -732,17 +754,18 @@ pub fn run<O: Output>(
 /// The writer thread: router queue → log (+ the in-memory window).
 fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut file: File) {
     let bit = 1u64 << shared.index;
-    let mut buf = Vec::new();
+    let (mut head, mut parts) = (Vec::new(), Vec::new());
     let mut last_log: Option<Instant> = None;
     let mut full = FullLog::default();
     while let Some(batch) = rx.blocking_recv() {
-        buf.clear();
+        parts.clear();
         let appended = unix_ms();
-        let records = encode(&mut buf, &batch, bit, shared.frames, appended);
+        let records = encode_parts(&mut head, &mut parts, &batch, bit, shared.frames, appended);
         if records == 0 {
             continue;
         }
-        let len = buf.len() as u64;
+        let len = (head.len() + parts.iter().map(Bytes::len).sum::<usize>()) as u64;
+        parts.insert(0, Bytes::copy_from_slice(&head));
         if !make_room(&shared, &mut file, len, &mut full) {
             return;
         }
@@ -753,7 +776,8 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
         };
         let mut delay = Duration::from_millis(100);
         loop {
-            match file.write_all(&buf) {
+            let mut chunks = parts.clone();
+            match write_chunks(&mut file, &mut chunks) {
                 Ok(()) => break,
                 Err(e) => {
                     if let Some(m) = shared.m() {

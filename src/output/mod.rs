@@ -141,7 +141,7 @@ impl<W: Write + Send + 'static> Pending<W> {
 }
 
 /// Writes `chunks` with vectored writes, removing what was written (also on error).
-fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> {
+pub(crate) fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> {
     let mut done = 0; // chunks fully written
     let result = loop {
         if done == chunks.len() {
