@@ -73,6 +73,9 @@ const READ_CHUNK: u64 = 1 << 20;
 /// Smallest and largest segment size.
 const MIN_SEGMENT: u64 = 16 << 10;
 const MAX_SEGMENT: u64 = 128 << 20;
+/// How long the writer waits for room in the in-memory window before it lets the output fall
+/// behind and read from the log (so a stalled output does not stop the log from filling).
+const WINDOW_WAIT: Duration = Duration::from_millis(20);
 /// At most one log line per this interval for repeated write errors.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -118,6 +121,13 @@ struct State {
     writer_done: bool,
     /// The reader (output task) ended: the writer stops too.
     reader_gone: bool,
+    /// Batches in the in-memory window (sent, not yet taken by the reader).
+    window: usize,
+    /// The writer gave up waiting for room in the window: batches go to the log only, until
+    /// the reader has caught up with it.
+    overflow: bool,
+    /// The reader's cursor: everything before it was given to the output.
+    read_pos: u64,
 }
 
 #[derive(Debug)]
@@ -129,6 +139,8 @@ struct Shared {
     /// `None`: sync after every entry.
     fsync_every: Option<Duration>,
     frames: bool,
+    /// Most batches in the in-memory window.
+    window_cap: usize,
     state: Mutex<State>,
     /// Signalled when room is made (segments deleted) or the reader ends.
     room: Condvar,
@@ -682,6 +694,7 @@ impl DiskBuffer {
             fsync_every: (cfg.fsync_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.fsync_interval_ms)),
             frames,
+            window_cap: 1,
             state: Mutex::new(State {
                 segments,
                 live,
@@ -694,6 +707,9 @@ impl DiskBuffer {
                 writer_waiting: false,
                 writer_done: false,
                 reader_gone: false,
+                window: 0,
+                overflow: false,
+                read_pos: checkpoint,
             }),
             room: Condvar::new(),
             data: Notify::new(),
@@ -721,11 +737,15 @@ pub fn run<O: Output>(
     window: usize,
 ) -> io::Result<JoinHandle<()>> {
     let DiskBuffer {
-        shared,
+        mut shared,
         live,
         cursor,
     } = buffer;
-    let (mem_tx, mem_rx) = mpsc::channel(window.max(1));
+    let window = window.max(1);
+    if let Some(s) = Arc::get_mut(&mut shared) {
+        s.window_cap = window;
+    }
+    let (mem_tx, mem_rx) = mpsc::channel(window + 1);
     let w = shared.clone();
     std::thread::Builder::new()
         .name(format!("buffer-{index}"))
@@ -805,13 +825,20 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
         }
         let end = start + len;
         // The window first: the reader never reads from disk what it will get from memory.
-        let _ = mem_tx.try_send(Item {
-            batch,
-            start,
-            end,
-            records,
-            appended,
-        });
+        if window_room(&shared, start) {
+            let sent = mem_tx.try_send(Item {
+                batch,
+                start,
+                end,
+                records,
+                appended,
+            });
+            if sent.is_err() {
+                let mut st = lock(&shared.state);
+                st.window = st.window.saturating_sub(1);
+                st.overflow = true;
+            }
+        }
         {
             let mut st = lock(&shared.state);
             st.write_pos = end;
@@ -846,6 +873,33 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
     }
     drop(st);
     shared.data.notify_one();
+}
+
+/// Whether the batch appended at `start` goes to the in-memory window (then counted in it):
+/// waits up to [`WINDOW_WAIT`] for room; past that, or while the reader has not caught up after
+/// an overflow, the reader gets it from the log.
+fn window_room(shared: &Shared, start: u64) -> bool {
+    let mut st = lock(&shared.state);
+    if st.overflow && st.window == 0 && st.read_pos >= start {
+        st.overflow = false;
+    }
+    let deadline = Instant::now() + WINDOW_WAIT;
+    while !st.overflow && !st.reader_gone && st.window >= shared.window_cap {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            st.overflow = true;
+            break;
+        }
+        st = shared
+            .room
+            .wait_timeout(st, left)
+            .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+    }
+    let send = !st.overflow && !st.reader_gone;
+    if send {
+        st.window += 1;
+    }
+    send
 }
 
 /// "Buffer full" log state: at most one such line per [`LOG_EVERY`], each followed by one
@@ -1112,6 +1166,12 @@ impl Reader {
             loop {
                 if self.held.is_none() {
                     self.held = self.mem_rx.try_recv().ok();
+                    if self.held.is_some() {
+                        let mut st = lock(&self.shared.state);
+                        st.window = st.window.saturating_sub(1);
+                        drop(st);
+                        self.shared.room.notify_all();
+                    }
                 }
                 match &self.held {
                     Some(h) if h.start < self.cursor => self.held = None,
@@ -1127,8 +1187,9 @@ impl Reader {
                 }
             }
             let plan = {
-                let st = lock(&self.shared.state);
+                let mut st = lock(&self.shared.state);
                 if self.cursor >= st.write_pos {
+                    st.read_pos = st.read_pos.max(self.cursor);
                     return None;
                 }
                 let limit = self.held.as_ref().map_or(st.write_pos, |h| h.start);
@@ -1301,6 +1362,7 @@ impl Reader {
                 self.taken += it.records;
                 self.pending.push_back((it.end, self.taken, it.appended));
                 self.cursor = self.cursor.max(it.end);
+                lock(&self.shared.state).read_pos = self.cursor;
                 dirty = true;
                 if !self.more() {
                     self.flush(&mut out).await;
