@@ -10,11 +10,14 @@
 //!   nothing is dropped.
 //! - the **reader** (the output's task, [`run`]) gives the output the in-memory batches while it
 //!   keeps up, and reads entries back from the log after a restart or when the window
-//!   overflowed (the writer drops a batch from the window, never from the log). Records are
+//!   overflowed: the writer waits up to 20 ms for room in the window (a busy output
+//!   pushes back as without a buffer), then leaves batches out of it (never out of the log)
+//!   until the reader has caught up. Records are
 //!   removed only once the output *confirmed* them ([`Output::confirmed`]): the position up to
 //!   which everything is confirmed is written to the `checkpoint` file (atomically: a temporary
 //!   file renamed over it) at most every 200 ms, and segment files wholly before it are deleted.
-//! - the **sync** task `fdatasync`s the segment being written every `fsync_interval_ms`.
+//! - the **sync** task `fdatasync`s every `fsync_interval_ms` what was written since its last
+//!   tick: segments closed meanwhile (then the folder) and the live segment.
 //!
 //! **Format.** Positions are bytes in one logical stream; a segment file is named after the
 //! position of its first byte (`00000000000000001234.seg`, 20 digits) and rolls over at about
@@ -109,6 +112,8 @@ struct State {
     write_pos: u64,
     /// Written and `fdatasync`ed up to here.
     synced_pos: u64,
+    /// Segments closed since the last sync (the sync task syncs them, then the folder).
+    to_sync: Vec<Arc<File>>,
     /// Confirmed up to here, as written in the checkpoint file.
     checkpoint: u64,
     /// Bytes of all segment files.
@@ -701,6 +706,7 @@ impl DiskBuffer {
                 live_file: live_file.try_clone().ok().map(Arc::new),
                 write_pos: live,
                 synced_pos: live,
+                to_sync: Vec::new(),
                 checkpoint,
                 disk_bytes,
                 records,
@@ -861,7 +867,8 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
         }
         shared.data.notify_one();
     }
-    if let Err(e) = file.sync_data() {
+    let closed = std::mem::take(&mut lock(&shared.state).to_sync);
+    if let Err(e) = sync_files(&shared.dir, &closed, Some(&file)) {
         tracing::warn!(output = %shared.name, error = %e, "disk buffer: fdatasync failed");
     }
     let mut st = lock(&shared.state);
@@ -980,16 +987,22 @@ fn roll(shared: &Shared, file: &mut File, start: u64) -> bool {
     }
 }
 
-/// Closes the live segment (synced) and starts a new one at `start`.
+/// Closes the live segment and starts a new one at `start`. With a sync interval the sync
+/// task syncs the closed segment and the folder at its next tick (the writer does not wait for
+/// the disk); with `fsync_interval_ms = 0` every entry is already synced and the folder is
+/// synced here.
 fn new_segment(shared: &Shared, file: &mut File, start: u64) -> io::Result<()> {
-    file.sync_data()?;
     let path = shared.segment_path(start);
     let f = OpenOptions::new().create(true).append(true).open(&path)?;
-    sync_dir(&shared.dir)?;
-    *file = f;
+    if shared.fsync_every.is_none() {
+        sync_dir(&shared.dir)?;
+    }
+    let old = std::mem::replace(file, f);
     let shared_file = file.try_clone().ok().map(Arc::new);
     let mut st = lock(&shared.state);
-    st.synced_pos = st.synced_pos.max(start);
+    if shared.fsync_every.is_some() {
+        st.to_sync.push(Arc::new(old));
+    }
     st.live = start;
     st.live_file = shared_file;
     st.segments.insert(
@@ -1002,24 +1015,46 @@ fn new_segment(shared: &Shared, file: &mut File, start: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// `fdatasync`s the live segment every `every` while something is unsynced.
+/// Syncs closed segments and the folder, then the live segment up to `pos`.
+fn sync_files(dir: &Path, closed: &[Arc<File>], live: Option<&File>) -> io::Result<()> {
+    for f in closed {
+        f.sync_data()?;
+    }
+    if !closed.is_empty() {
+        sync_dir(dir)?;
+    }
+    match live {
+        Some(f) => f.sync_data(),
+        None => Ok(()),
+    }
+}
+
+/// `fdatasync`s what was written every `every`: segments closed since the last tick (and the
+/// folder), and the live segment.
 async fn sync_loop(shared: Arc<Shared>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (file, pos) = {
-            let st = lock(&shared.state);
-            if st.reader_gone || (st.writer_done && st.synced_pos >= st.write_pos) {
+        let (closed, file, pos) = {
+            let mut st = lock(&shared.state);
+            let idle = st.synced_pos >= st.write_pos && st.to_sync.is_empty();
+            if st.reader_gone || (st.writer_done && idle) {
                 return;
             }
-            if st.synced_pos >= st.write_pos {
+            if idle {
                 continue;
             }
-            (st.live_file.clone(), st.write_pos)
+            (
+                std::mem::take(&mut st.to_sync),
+                st.live_file.clone(),
+                st.write_pos,
+            )
         };
-        let Some(file) = file else { continue };
-        match tokio::task::spawn_blocking(move || file.sync_data()).await {
+        let dir = shared.dir.clone();
+        let r =
+            tokio::task::spawn_blocking(move || sync_files(&dir, &closed, file.as_deref())).await;
+        match r {
             Ok(Ok(())) => {
                 let mut st = lock(&shared.state);
                 st.synced_pos = st.synced_pos.max(pos);
