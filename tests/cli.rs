@@ -170,6 +170,36 @@ fn rfc5424_conformance_vectors_through_parse() {
     assert_eq!((valid, invalid), (121, 144));
 }
 
+/// check-config creates the disk-buffer folders, and names `server.data_dir` when one cannot
+/// be created.
+#[test]
+fn check_config_creates_buffer_folders_and_names_an_unusable_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"x").unwrap();
+    let config = |data: &std::path::Path| {
+        format!(
+            "[server]\ndata_dir = {:?}\n[[listen]]\naddress = \"127.0.0.1:1514\"\n\
+             [[output]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:7514\"\n",
+            data.display().to_string()
+        )
+    };
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config(&dir.path().join("data"))).unwrap();
+    let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("data/siem").is_dir());
+    std::fs::write(&path, config(&blocker.join("data"))).unwrap();
+    let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("server.data_dir")
+            && err.contains("\"siem\"")
+            && err.contains("cannot create"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_config_and_names_bad_keys() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/syslog-sink.toml");
