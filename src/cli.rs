@@ -132,26 +132,31 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => {
-            match Config::load(&config).and_then(|c| c.check_buffer_dirs().map(|()| c)) {
-                Ok(c) => {
-                    let categories = c.classifier().map(|k| k.categories().len()).unwrap_or(0);
-                    println!(
-                        "{}: OK ({} listener(s), {} output(s), {} categories)",
-                        config.display(),
-                        c.listen.len(),
-                        c.output.len(),
-                        categories
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("config error: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::CheckConfig { config } => match load_and_check(&config) {
+            Ok(c) => {
+                let categories = c.classifier().map(|k| k.categories().len()).unwrap_or(0);
+                println!(
+                    "{}: OK ({} listener(s), {} output(s), {} categories)",
+                    config.display(),
+                    c.listen.len(),
+                    c.output.len(),
+                    categories
+                );
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("config error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// What `check-config` checks: the file, and that the disk-buffer folders can be made.
+fn load_and_check(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    let c = Config::load(path)?;
+    c.check_buffer_dirs()?;
+    Ok(c)
 }
 
 fn run_serve(path: PathBuf) -> ExitCode {
