@@ -39,9 +39,13 @@ use crate::metrics::{BatchCounts, Metrics};
 use crate::output::{self, file::FileOutput, stdout::StdoutOutput, syslog::SyslogOutput};
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
-use crate::route::{Batch, Filter, Line, Router};
+use crate::route::{Batch, Budget, Filter, Line, Router, Share};
 use crate::tls::{TlsListener, TlsReload};
 
+/// A read's share of the in-flight budget, in multiples of its frames' bytes: the frames
+/// themselves and the JSON records made of them (about 1.5 times their size, more for short
+/// messages).
+const INFLIGHT_FACTOR: usize = 3;
 /// Reads waiting between a connection's reader and its processor.
 const READS_IN_FLIGHT: usize = 2;
 /// At shutdown, a connection is read until it has been quiet this long.
@@ -84,7 +88,7 @@ impl Server {
         let classifier = Arc::new(config.classifier()?);
         let output_names: Vec<String> = config.output.iter().map(|o| o.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(classifier.categories(), &output_names));
-        let mut router = Router::new();
+        let mut router = Router::with_budget(config.server.max_inflight_bytes);
         let mut outputs = Vec::new();
         for (i, o) in config.output.iter().enumerate() {
             let filter =
@@ -366,6 +370,7 @@ impl Connection {
     /// Starts the processor and reads `stream` (plain TCP or TLS) until it ends.
     async fn run<S: AsyncRead + Unpin + Send>(self, stream: S, peer_cert: Option<String>) {
         let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
+        let budget = self.router.budget().cloned();
         self.tracker.spawn(process(
             rx,
             self.peer.to_string(),
@@ -376,6 +381,7 @@ impl Connection {
             self.metrics.clone(),
         ));
         let handler = Handler {
+            budget,
             stream,
             peer: self.peer,
             peer_guard: self.peer_guard,
@@ -412,11 +418,34 @@ struct Handler<S> {
     metrics: Arc<Metrics>,
     /// Cancelled at shutdown.
     shutdown: CancellationToken,
+    /// The process's in-flight memory bound: each read's frames take their share before they go on.
+    budget: Option<Budget>,
 }
 
+/// One read's frames and their share of the in-flight budget.
+type Read = (Vec<Frame>, Option<Share>);
+
 impl<S: AsyncRead + Unpin + Send> Handler<S> {
+    /// Takes the in-flight share of `frames`, waiting (and so not reading) while the budget is
+    /// spent; at shutdown the frames go on without one. One take per read, for the frames and
+    /// the JSON to be made of them (`INFLIGHT_FACTOR` times the frames' bytes): a connection
+    /// never holds a share while waiting for another, so the budget cannot deadlock.
+    async fn share(&self, frames: &[Frame]) -> Option<Share> {
+        let budget = self.budget.as_ref()?;
+        let bytes = INFLIGHT_FACTOR * frames.iter().map(|f| f.data.len()).sum::<usize>();
+        if let Some(s) = budget.try_take(bytes) {
+            return Some(s);
+        }
+        self.metrics.budget_waits.fetch_add(1, Relaxed);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            s = budget.take(bytes) => s,
+        }
+    }
+
     /// Reads until EOF, idle timeout, error or shutdown; sends each read's frames to the processor.
-    async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
+    async fn run(mut self, tx: mpsc::Sender<Read>) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
         let max_buffered = self.cfg.max_buffered();
@@ -449,8 +478,11 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
             let n_frames = frames.len();
             frames_total += n_frames as u64;
             framing_errors += count_errors(&frames);
-            if !frames.is_empty() && tx.send(frames).await.is_err() {
-                break Close::ProcessorGone;
+            if !frames.is_empty() {
+                let share = self.share(&frames).await;
+                if tx.send((frames, share)).await.is_err() {
+                    break Close::ProcessorGone;
+                }
             }
             // Over the peer's message rate: what was read goes on, the next read waits.
             if let Some(wait) = self.peer_guard.throttle(n_frames) {
@@ -479,7 +511,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
                 let frames = decode_available(&mut decoder, &mut buf, false);
                 frames_total += frames.len() as u64;
                 framing_errors += count_errors(&frames);
-                if !frames.is_empty() && tx.send(frames).await.is_err() {
+                if !frames.is_empty() && tx.send((frames, None)).await.is_err() {
                     break;
                 }
             }
@@ -489,7 +521,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
         frames_total += frames.len() as u64;
         framing_errors += count_errors(&frames);
         if !frames.is_empty() {
-            let _ = tx.send(frames).await;
+            let _ = tx.send((frames, None)).await;
         }
         self.metrics.connections_closed.fetch_add(1, Relaxed);
         match close {
@@ -554,7 +586,7 @@ fn count_errors(frames: &[Frame]) -> u64 {
 
 /// The processor of one connection: encodes each read's frames into a batch and routes it.
 async fn process(
-    mut rx: mpsc::Receiver<Vec<Frame>>,
+    mut rx: mpsc::Receiver<Read>,
     peer: String,
     peer_cert: Option<String>,
     format: Format,
@@ -564,17 +596,18 @@ async fn process(
 ) {
     let encoder = Encoder::new(format, &classifier);
     let mut counts = BatchCounts::new(classifier.categories().len());
-    let mut out = BytesMut::new();
-    while let Some(frames) = rx.recv().await {
+    let mut sizer = JsonSizer::default();
+    while let Some((frames, share)) = rx.recv().await {
         let received_at = now_rfc3339();
         let ctx = RecordContext {
             received_at: &received_at,
             peer: Some(&peer),
             peer_cert: peer_cert.as_deref(),
         };
-        let batch = encode_batch(&encoder, &router, frames, &ctx, &mut out, &mut counts);
+        let mut batch = encode_batch(&encoder, &router, frames, &ctx, &mut sizer, &mut counts);
         metrics.add(&counts);
         counts.clear();
+        batch.budget = share.map(Arc::new);
         if let Err(closed) = router.send(batch).await {
             tracing::error!(output = closed.0, "output stopped; cannot deliver");
             break;
@@ -582,17 +615,50 @@ async fn process(
     }
 }
 
-/// Encodes `frames` into one [`Batch`] (reusing `out`'s allocation when it can).
+/// Sizes each batch's JSON buffer from the previous batches' JSON-to-frame ratio, so that a
+/// batch allocates about what it needs: its buffer lives until every output is done with it,
+/// and spare capacity there (or a buffer shared with the next batch) would be memory held for
+/// nothing, times the number of connections.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonSizer {
+    /// JSON bytes per 1,024 frame bytes, from the last batch (the PKS sample: about 1,300).
+    per_kib: usize,
+}
+
+impl Default for JsonSizer {
+    fn default() -> Self {
+        JsonSizer { per_kib: 1536 }
+    }
+}
+
+impl JsonSizer {
+    /// Capacity for the JSON of `frames` bytes in `n` frames: the learnt ratio plus 1/8, and
+    /// 64 bytes a frame.
+    pub fn capacity(&self, frame_bytes: usize, n: usize) -> usize {
+        let est = frame_bytes / 1024 * self.per_kib + frame_bytes % 1024 * self.per_kib / 1024;
+        est + est / 8 + 64 * n + 256
+    }
+
+    /// Learns from a batch: `json` bytes made of `frame_bytes`.
+    pub fn learn(&mut self, frame_bytes: usize, json: usize) {
+        if frame_bytes >= 4096 {
+            self.per_kib = (json / (frame_bytes / 1024)).clamp(256, 16 * 1024);
+        }
+    }
+}
+
+/// Encodes `frames` into one [`Batch`], its JSON in a buffer of its own sized by `sizer`.
 pub fn encode_batch(
     encoder: &Encoder<'_>,
     router: &Router,
     frames: Vec<Frame>,
     ctx: &RecordContext<'_>,
-    out: &mut BytesMut,
+    sizer: &mut JsonSizer,
     counts: &mut BatchCounts,
 ) -> Batch {
     let total: usize = frames.iter().map(|f| f.data.len()).sum();
-    out.reserve(total + total / 2 + 256 * frames.len());
+    let mut out = BytesMut::with_capacity(sizer.capacity(total, frames.len()));
+    let out = &mut out;
     let mut lines = Vec::with_capacity(frames.len());
     let (mut all, mut any) = (u64::MAX, 0u64);
     for f in &frames {
@@ -605,12 +671,14 @@ pub fn encode_batch(
         all &= mask;
         any |= mask;
     }
+    sizer.learn(total, out.len());
     Batch {
         json: out.split().freeze(),
         lines,
         all,
         any,
         frames,
+        budget: None,
     }
 }
 
