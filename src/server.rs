@@ -2,10 +2,12 @@
 //!
 //! [`Server::start`] binds every `[[listen]]` socket and starts every output. Each
 //! [`Listener`] accepts connections under a connection limit (a semaphore) and gives each one
-//! two tasks: the *reader* ([`Handler`]) reads into one `BytesMut` and cuts it into frames
-//! (zero-copy `Bytes`), the *processor* parses, classifies and encodes a whole read's frames into
-//! one batch and hands it to the [`Router`]. A bounded channel (two reads) joins them, so one
-//! connection keeps two cores busy, and a full output queue stops the reads (TCP backpressure).
+//! three tasks: the *reader* ([`Handler`]) reads into one `BytesMut` and cuts it into frames
+//! (zero-copy `Bytes`), and two *processors* take its reads in turn, each parsing, classifying
+//! and encoding a whole read's frames into one batch and handing it to the [`Router`] when the
+//! batch of the read before has gone (a ring of turns keeps the connection's records in order).
+//! Bounded channels (one read per processor) join them, so one connection keeps both cores
+//! busy, and a full output queue or a spent in-flight budget stops the reads (TCP backpressure).
 //!
 //! A listener with `[listen.tls]` does the TLS handshake ([`crate::tls`]) in the connection's
 //! task, after the permit is taken and under the handshake timeout; the reader is generic over
@@ -46,8 +48,11 @@ use crate::tls::{TlsListener, TlsReload};
 /// themselves and the JSON records made of them (about 1.5 times their size, more for short
 /// messages).
 const INFLIGHT_FACTOR: usize = 3;
-/// Reads waiting between a connection's reader and its processor.
-const READS_IN_FLIGHT: usize = 2;
+/// Processors per connection: reads go to them in turn and their batches leave in read order,
+/// so one busy connection can use more than one core for parsing and encoding.
+const PROCESSORS: usize = 2;
+/// Reads waiting between a connection's reader and each of its processors.
+const READS_IN_FLIGHT: usize = 1;
 /// At shutdown, a connection is read until it has been quiet this long.
 const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
 /// At most one "connection refused" log line per this interval.
@@ -367,19 +372,34 @@ struct Connection {
 }
 
 impl Connection {
-    /// Starts the processor and reads `stream` (plain TCP or TLS) until it ends.
+    /// Starts the processors and reads `stream` (plain TCP or TLS) until it ends.
     async fn run<S: AsyncRead + Unpin + Send>(self, stream: S, peer_cert: Option<String>) {
-        let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
         let budget = self.router.budget().cloned();
-        self.tracker.spawn(process(
-            rx,
-            self.peer.to_string(),
-            peer_cert,
-            self.cfg.format,
-            self.classifier.clone(),
-            self.router,
-            self.metrics.clone(),
-        ));
+        let peer = self.peer.to_string();
+        // A ring of turns: processor i routes its batch once processor i-1 has routed the
+        // read before it. The first holds the first turn.
+        let turns: Vec<_> = (0..PROCESSORS).map(|_| mpsc::channel::<()>(1)).collect();
+        let (turn_txs, turn_rxs): (Vec<_>, Vec<_>) = turns.into_iter().unzip();
+        let _ = turn_txs[0].try_send(());
+        let mut txs = Vec::with_capacity(PROCESSORS);
+        for (i, my_turn) in turn_rxs.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
+            txs.push(tx);
+            self.tracker.spawn(process(
+                rx,
+                Turn {
+                    mine: my_turn,
+                    next: turn_txs[(i + 1) % PROCESSORS].clone(),
+                },
+                peer.clone(),
+                peer_cert.clone(),
+                self.cfg.format,
+                self.classifier.clone(),
+                self.router.clone(),
+                self.metrics.clone(),
+            ));
+        }
+        drop(turn_txs);
         let handler = Handler {
             budget,
             stream,
@@ -389,8 +409,33 @@ impl Connection {
             metrics: self.metrics,
             shutdown: self.shutdown,
         };
-        handler.run(tx).await;
+        handler.run(Dispatch { txs, next: 0 }).await;
     }
+}
+
+/// The reader's side of the processors: hands each read to the next processor in turn.
+#[derive(Debug)]
+struct Dispatch {
+    txs: Vec<mpsc::Sender<Read>>,
+    next: usize,
+}
+
+impl Dispatch {
+    /// Sends `read` to the next processor; `Err` when it is gone.
+    async fn send(&mut self, read: Read) -> Result<(), ()> {
+        let tx = &self.txs[self.next];
+        self.next = (self.next + 1) % self.txs.len();
+        tx.send(read).await.map_err(|_| ())
+    }
+}
+
+/// A processor's place in the ring of turns that keeps batches in read order.
+#[derive(Debug)]
+struct Turn {
+    /// Receives the turn when the previous read's batch has been routed.
+    mine: mpsc::Receiver<()>,
+    /// Passes the turn on to the processor of the next read.
+    next: mpsc::Sender<()>,
 }
 
 /// Why a connection's reader stopped.
@@ -445,7 +490,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
     }
 
     /// Reads until EOF, idle timeout, error or shutdown; sends each read's frames to the processor.
-    async fn run(mut self, tx: mpsc::Sender<Read>) {
+    async fn run(mut self, mut tx: Dispatch) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
         let max_buffered = self.cfg.max_buffered();
@@ -584,9 +629,12 @@ fn count_errors(frames: &[Frame]) -> u64 {
         .count() as u64
 }
 
-/// The processor of one connection: encodes each read's frames into a batch and routes it.
+/// One of the processors of a connection: encodes each read it gets into a batch and routes it
+/// when its turn comes (after the batch of the read before).
+#[allow(clippy::too_many_arguments)]
 async fn process(
     mut rx: mpsc::Receiver<Read>,
+    mut turn: Turn,
     peer: String,
     peer_cert: Option<String>,
     format: Format,
@@ -608,10 +656,15 @@ async fn process(
         metrics.add(&counts);
         counts.clear();
         batch.budget = share.map(Arc::new);
+        if turn.mine.recv().await.is_none() {
+            // The processor before stopped (its outputs are gone): so do we.
+            break;
+        }
         if let Err(closed) = router.send(batch).await {
             tracing::error!(output = closed.0, "output stopped; cannot deliver");
             break;
         }
+        let _ = turn.next.try_send(());
     }
 }
 
