@@ -76,34 +76,16 @@ impl<'o> Out<'o> {
 /// Index of the first `\\` or control (< 0x20) in `b`: 16 octets at a time (SSE2) where
 /// available.
 fn find_backslash_or_control(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-            _mm_or_si128, _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is part of the x86_64 baseline; each load reads `i..i + 16`, inside `b`
-        // by the loop condition, unaligned loads allowed.
-        unsafe {
-            let backslash = _mm_set1_epi8(b'\\' as i8);
-            let ctl_max = _mm_set1_epi8(0x1f);
-            while i + 16 <= b.len() {
-                let x = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
-                let ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, ctl_max), x);
-                let bs = _mm_cmpeq_epi8(x, backslash);
-                let bits = _mm_movemask_epi8(_mm_or_si128(ctl, bs)) as u32;
-                if bits != 0 {
-                    return Some(i + bits.trailing_zeros() as usize);
-                }
-                i += 16;
-            }
-        }
-    }
-    b[i..]
-        .iter()
-        .position(|&c| c == b'\\' || c < 0x20)
-        .map(|p| i + p)
+    let (i, hit) = scan_sse2::<false, false>(b);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (i, hit) = (0, None);
+    hit.or_else(|| {
+        b[i..]
+            .iter()
+            .position(|&c| c == b'\\' || c < 0x20)
+            .map(|p| i + p)
+    })
 }
 
 impl std::ops::Deref for Out<'_> {
@@ -628,7 +610,7 @@ fn find_escape(b: &[u8]) -> Option<usize> {
 fn find_flagged<const NON_ASCII: bool>(b: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        let (done, hit) = find_flagged_sse2::<NON_ASCII>(b);
+        let (done, hit) = scan_sse2::<true, NON_ASCII>(b);
         if hit.is_some() {
             return hit;
         }
@@ -638,10 +620,11 @@ fn find_flagged<const NON_ASCII: bool>(b: &[u8]) -> Option<usize> {
     find_flagged_swar::<NON_ASCII>(b)
 }
 
-/// The 16-octet blocks of [`find_flagged`]: how many octets it looked at, and the first hit.
+/// The whole 16-octet blocks of `b`, looking for a control (< 0x20), `\\`, with `QUOTE` a `"`,
+/// with `NON_ASCII` an octet >= 0x80: how many octets it looked at, and the first hit.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn find_flagged_sse2<const NON_ASCII: bool>(b: &[u8]) -> (usize, Option<usize>) {
+fn scan_sse2<const QUOTE: bool, const NON_ASCII: bool>(b: &[u8]) -> (usize, Option<usize>) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -657,9 +640,11 @@ fn find_flagged_sse2<const NON_ASCII: bool>(b: &[u8]) -> (usize, Option<usize>) 
             let x = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
             // x <= 0x1f (unsigned): min(x, 0x1f) == x.
             let ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, ctl_max), x);
-            let q = _mm_cmpeq_epi8(x, quote);
-            let bs = _mm_cmpeq_epi8(x, backslash);
-            let mut bits = _mm_movemask_epi8(_mm_or_si128(ctl, _mm_or_si128(q, bs))) as u32;
+            let mut hits = _mm_or_si128(ctl, _mm_cmpeq_epi8(x, backslash));
+            if QUOTE {
+                hits = _mm_or_si128(hits, _mm_cmpeq_epi8(x, quote));
+            }
+            let mut bits = _mm_movemask_epi8(hits) as u32;
             if NON_ASCII {
                 // The top bit of each octet: >= 0x80.
                 bits |= _mm_movemask_epi8(x) as u32;
