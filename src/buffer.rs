@@ -49,7 +49,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::BufferConfig;
@@ -126,13 +126,17 @@ struct State {
     writer_done: bool,
     /// The reader (output task) ended: the writer stops too.
     reader_gone: bool,
-    /// Batches in the in-memory window (sent, not yet taken by the reader).
-    window: usize,
+    /// The in-memory window: batches appended to the log, for the reader to take without
+    /// reading them back. Cleared when the writer gives up waiting for room in it, so that a
+    /// stalled output holds no batch (nor its share of the in-flight budget) in memory.
+    window: VecDeque<Item>,
     /// The writer gave up waiting for room in the window: batches go to the log only, until
     /// the reader has caught up with it.
     overflow: bool,
     /// The reader's cursor: everything before it was given to the output.
     read_pos: u64,
+    /// When the reader last took a batch from the window.
+    last_take: Instant,
 }
 
 #[derive(Debug)]
@@ -713,9 +717,10 @@ impl DiskBuffer {
                 writer_waiting: false,
                 writer_done: false,
                 reader_gone: false,
-                window: 0,
+                window: VecDeque::new(),
                 overflow: false,
                 read_pos: checkpoint,
+                last_take: Instant::now(),
             }),
             room: Condvar::new(),
             data: Notify::new(),
@@ -751,17 +756,16 @@ pub fn run<O: Output>(
     if let Some(s) = Arc::get_mut(&mut shared) {
         s.window_cap = window;
     }
-    let (mem_tx, mem_rx) = mpsc::channel(window + 1);
     let w = shared.clone();
     std::thread::Builder::new()
         .name(format!("buffer-{index}"))
-        .spawn(move || writer(w, rx, mem_tx, live))?;
+        .spawn(move || writer(w, rx, live))?;
     if let Some(every) = shared.fsync_every {
         tokio::spawn(sync_loop(shared.clone(), every));
     }
+    tokio::spawn(window_janitor(shared.clone()));
     let reader = Reader {
         shared,
-        mem_rx,
         held: None,
         disk: VecDeque::new(),
         seg_reader: Some(SegReader::default()),
@@ -778,7 +782,7 @@ pub fn run<O: Output>(
 }
 
 /// The writer thread: router queue → log (+ the in-memory window).
-fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut file: File) {
+fn writer(shared: Arc<Shared>, mut rx: Receiver, mut file: File) {
     let bit = 1u64 << shared.index;
     let (mut head, mut parts) = (Vec::new(), Vec::new());
     let mut last_log: Option<Instant> = None;
@@ -831,20 +835,17 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
         }
         let end = start + len;
         // The window first: the reader never reads from disk what it will get from memory.
-        if window_room(&shared, start) {
-            let sent = mem_tx.try_send(Item {
+        let dropped = offer(
+            &shared,
+            Item {
                 batch,
                 start,
                 end,
                 records,
                 appended,
-            });
-            if sent.is_err() {
-                let mut st = lock(&shared.state);
-                st.window = st.window.saturating_sub(1);
-                st.overflow = true;
-            }
-        }
+            },
+        );
+        drop(dropped);
         {
             let mut st = lock(&shared.state);
             st.write_pos = end;
@@ -882,16 +883,16 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mem_tx: mpsc::Sender<Item>, mut
     shared.data.notify_one();
 }
 
-/// Whether the batch appended at `start` goes to the in-memory window (then counted in it):
-/// waits up to [`WINDOW_WAIT`] for room; past that, or while the reader has not caught up after
-/// an overflow, the reader gets it from the log.
-fn window_room(shared: &Shared, start: u64) -> bool {
+/// Puts the batch just appended into the in-memory window: waits up to [`WINDOW_WAIT`] for
+/// room; past that (the output stalls) the window is emptied and batches go to the log only
+/// until the reader has caught up with it. Returns what to drop (outside the lock).
+fn offer(shared: &Shared, item: Item) -> Vec<Item> {
     let mut st = lock(&shared.state);
-    if st.overflow && st.window == 0 && st.read_pos >= start {
+    if st.overflow && st.window.is_empty() && st.read_pos >= item.start {
         st.overflow = false;
     }
     let deadline = Instant::now() + WINDOW_WAIT;
-    while !st.overflow && !st.reader_gone && st.window >= shared.window_cap {
+    while !st.overflow && !st.reader_gone && st.window.len() >= shared.window_cap {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             st.overflow = true;
@@ -902,11 +903,34 @@ fn window_room(shared: &Shared, start: u64) -> bool {
             .wait_timeout(st, left)
             .map_or_else(|p| p.into_inner().0, |(g, _)| g);
     }
-    let send = !st.overflow && !st.reader_gone;
-    if send {
-        st.window += 1;
+    if st.overflow || st.reader_gone {
+        let mut dropped: Vec<Item> = st.window.drain(..).collect();
+        dropped.push(item);
+        return dropped;
     }
-    send
+    st.window.push_back(item);
+    Vec::new()
+}
+
+/// Empties the window when the reader took nothing from it for [`WINDOW_WAIT`] (the output
+/// stalls): its batches are in the log, and in memory they would hold the connections' share of
+/// the in-flight budget, so that the listeners would stop reading although the log has room.
+async fn window_janitor(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(WINDOW_WAIT).await;
+        let dropped: Vec<Item> = {
+            let mut st = lock(&shared.state);
+            if st.reader_gone || st.writer_done {
+                return;
+            }
+            if st.window.is_empty() || st.last_take.elapsed() < WINDOW_WAIT {
+                continue;
+            }
+            st.overflow = true;
+            st.window.drain(..).collect()
+        };
+        drop(dropped);
+    }
 }
 
 /// "Buffer full" log state: at most one such line per [`LOG_EVERY`], each followed by one
@@ -1151,7 +1175,6 @@ impl SegReader {
 /// The output's side: delivers from memory or from the log, confirms, checkpoints.
 struct Reader {
     shared: Arc<Shared>,
-    mem_rx: mpsc::Receiver<Item>,
     /// A window item ahead of the cursor (the log is read up to it first).
     held: Option<Item>,
     /// Items read from the log, not yet given to the output.
@@ -1200,11 +1223,11 @@ impl Reader {
             }
             loop {
                 if self.held.is_none() {
-                    self.held = self.mem_rx.try_recv().ok();
+                    let mut st = lock(&self.shared.state);
+                    self.held = st.window.pop_front();
+                    st.last_take = Instant::now();
+                    drop(st);
                     if self.held.is_some() {
-                        let mut st = lock(&self.shared.state);
-                        st.window = st.window.saturating_sub(1);
-                        drop(st);
                         self.shared.room.notify_all();
                     }
                 }
@@ -1299,10 +1322,11 @@ impl Reader {
 
     /// Whether more is there to give the output right now.
     fn more(&mut self) -> bool {
-        if !self.disk.is_empty() || self.held.is_some() || !self.mem_rx.is_empty() {
+        if !self.disk.is_empty() || self.held.is_some() {
             return true;
         }
-        self.cursor < lock(&self.shared.state).write_pos
+        let st = lock(&self.shared.state);
+        !st.window.is_empty() || self.cursor < st.write_pos
     }
 
     async fn flush<O: Output>(&mut self, out: &mut O) {
@@ -1437,6 +1461,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     fn json_batch(lines: &[(&str, u64)]) -> Batch {
         let mut json = Vec::new();

@@ -278,6 +278,45 @@ async fn receiver_down_at_start_fills_the_buffer_then_everything_arrives_once() 
     assert_eq!(m.buffer_corrupt.load(Relaxed), 0);
 }
 
+/// With the receiver down, the buffer absorbs more than the in-flight budget
+/// (`max_inflight_bytes`): batches the stalled output has not taken do not hold the budget, so
+/// the server reads the whole stream into the buffer; then every message arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_absorbs_an_outage_larger_than_the_in_flight_budget() {
+    let n = 30_000;
+    let port = free_port();
+    let mut rx = Receiver::new(port);
+    // 16 KiB reads take 48 KiB of the 2 MiB budget each: 64 batches (the window) would hold
+    // 3 MiB.
+    let s = common::start_with(
+        "max_inflight_bytes = 2097152",
+        "read_buffer_bytes = 16384",
+        "",
+        &fwd(port, "[output.buffer]\nmax_bytes = 67108864\n"),
+    )
+    .await;
+    let data = stream(1..=n);
+    let total = data.len() as u64;
+    assert!(total > 2 << 20);
+    let progress = Arc::new(AtomicU64::new(0));
+    send_slowly(s.addr, data, 64 << 10, Duration::ZERO, progress).await;
+    let m = &s.metrics.outputs[1];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while m.buffer_records.load(Relaxed) < n as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the buffer took {} of {n} records (server read {} of {total} bytes)",
+            m.buffer_records.load(Relaxed),
+            s.metrics.bytes.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rx.start().await;
+    rx.wait_for(&all(1..=n), Duration::from_secs(20)).await;
+    s.stop().await;
+    assert_exactly_once(&rx, &all(1..=n));
+}
+
 /// The receiver is killed (its unread bytes lost) after a third of the stream and comes back
 /// 300 ms later: every message arrives, and a message arrives twice only when its first copy
 /// came on a connection that was cut (the unconfirmed window resent).
