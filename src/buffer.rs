@@ -12,7 +12,8 @@
 //!   keeps up, and reads entries back from the log after a restart or when the window
 //!   overflowed: the writer waits up to 20 ms for room in the window (a busy output
 //!   pushes back as without a buffer), then leaves batches out of it (never out of the log)
-//!   until the reader has caught up. Records are
+//!   until the reader has caught up; a window the reader took nothing from for 20 ms is
+//!   emptied (a stalled output holds no batches, nor their share of the in-flight budget). Records are
 //!   removed only once the output *confirmed* them ([`Output::confirmed`]): the position up to
 //!   which everything is confirmed is written to the `checkpoint` file (atomically: a temporary
 //!   file renamed over it) at most every 200 ms, and segment files wholly before it are deleted.
