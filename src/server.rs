@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -324,6 +324,7 @@ impl Listener {
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
             let conn = Connection {
                 peer,
+                permit,
                 peer_guard,
                 cfg: self.cfg.clone(),
                 router: self.router.clone(),
@@ -352,7 +353,6 @@ impl Listener {
                         }
                     }
                 }
-                drop(permit);
             });
         }
         tracing::debug!(address = %self.local_addr, "listener stopped");
@@ -362,6 +362,8 @@ impl Listener {
 /// What a connection's reader and processor share, before the stream is known.
 struct Connection {
     peer: SocketAddr,
+    /// Its slot under `max_connections`.
+    permit: OwnedSemaphorePermit,
     peer_guard: PeerGuard,
     cfg: Arc<ListenConfig>,
     router: Router,
@@ -404,6 +406,7 @@ impl Connection {
             budget,
             stream,
             peer: self.peer,
+            permit: self.permit,
             peer_guard: self.peer_guard,
             cfg: self.cfg,
             metrics: self.metrics,
@@ -455,6 +458,9 @@ struct Handler<S> {
     stream: S,
     /// Its remote address.
     peer: SocketAddr,
+    /// Its slot under `max_connections`, given back (like `peer_guard`) before the socket is
+    /// closed, so that a sender that sees the close can connect again at once.
+    permit: OwnedSemaphorePermit,
     /// Its share of the per-IP limits (the slot is given back when the handler ends).
     peer_guard: PeerGuard,
     /// The listener's settings.
@@ -581,6 +587,16 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
         }
         tracing::debug!(peer = %self.peer, ?close, bytes, frames = frames_total, framing_errors,
             secs = started.elapsed().as_secs_f64(), "connection closed");
+        // The slots first, then the socket: a sender that sees the close finds them free.
+        let Handler {
+            stream,
+            permit,
+            peer_guard,
+            ..
+        } = self;
+        drop(permit);
+        drop(peer_guard);
+        drop(stream);
     }
 }
 
