@@ -106,8 +106,14 @@ const MSGID: Field = Field {
 };
 
 fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<'a>>> {
-    let (i, pri) = pri(input, r.pri_leading_zero)?;
-    let (i, version) = version(i)?;
+    let (i, pri, version) = match pri_version_fast(input, r.pri_leading_zero) {
+        Some(found) => found,
+        None => {
+            let (i, pri) = pri(input, r.pri_leading_zero)?;
+            let (i, version) = version(i)?;
+            (i, pri, version)
+        }
+    };
     let (i, timestamp) = timestamp_field(i, r.max_frac)?;
     let (i, [hostname, app_name, procid, msgid]) = header_fields(i, r.header_limits)?;
     let (i, sd) = structured_data(i, r)?;
@@ -169,6 +175,41 @@ fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<
         msg,
         bom,
     })
+}
+
+/// `<PRI>VERSION SP` in its common shape, read directly: PRIVAL 1–3 digits (no leading zero
+/// unless allowed) up to 191, VERSION 1–3 digits without a leading zero. `None` for anything
+/// else, which the nom parsers ([`pri`], [`version`]) then read or reject with a reason.
+#[inline]
+fn pri_version_fast(i: &[u8], leading_zero: bool) -> Option<(&[u8], u8, u16)> {
+    /// The run of up to 3 digits at `i[at..]`: its value and length (0 when none).
+    #[inline(always)]
+    fn digits(i: &[u8], at: usize) -> (u32, usize) {
+        let (mut v, mut n) = (0u32, 0);
+        while n < 3 {
+            match i.get(at + n) {
+                Some(&c) if c.is_ascii_digit() => v = v * 10 + u32::from(c - b'0'),
+                _ => break,
+            }
+            n += 1;
+        }
+        (v, n)
+    }
+    if i.first() != Some(&b'<') {
+        return None;
+    }
+    let (pri, n) = digits(i, 1);
+    let zero_led = n > 1 && i[1] == b'0';
+    if n == 0 || pri > 191 || (zero_led && !leading_zero) || i.get(n + 1) != Some(&b'>') {
+        return None;
+    }
+    let at = n + 2;
+    let (version, m) = digits(i, at);
+    if m == 0 || i[at] == b'0' || i.get(at + m) != Some(&b' ') {
+        return None;
+    }
+    // pri <= 191 and version <= 999 (3 digits): the casts are exact.
+    Some((skip(i, at + m + 1), pri as u8, version as u16))
 }
 
 /// One SP after a token, or the given error at end of input / another octet.
@@ -505,20 +546,56 @@ const TEN_POW: [u32; 10] = [
 /// at fixed positions from the start of `t`: the value and the length of the timestamp, or
 /// `None` for anything else ([`timestamp_general`] then reads it, or says what is wrong). It
 /// accepts nothing that [`timestamp_general`] rejects.
+///
+/// The date and time are checked and read 8 octets at a time (SWAR): an octet is a digit when
+/// its high nibble is 3 and its low nibble plus 6 does not carry into the high nibble.
 #[inline]
 pub(crate) fn timestamp_fast(t: &[u8], max_frac: usize) -> Option<(Ts, usize)> {
-    let b: &[u8; 20] = t.first_chunk()?;
-    let d = |k: usize| u32::from(b[k].wrapping_sub(b'0'));
-    let not_digit = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-        .iter()
-        .fold(false, |bad, &k| bad | (d(k) > 9));
-    let seps = [b[4], b[7], b[10], b[13], b[16]];
-    if not_digit || seps != *b"--T::" {
+    const HI: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const LO: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    /// Flags (non-zero octets) the octets of `x` that are not ASCII digits.
+    #[inline(always)]
+    fn non_digits(x: u64) -> u64 {
+        ((x & HI) ^ 0x3030_3030_3030_3030) | (((x & LO) + 0x0606_0606_0606_0606) & HI)
+    }
+    /// Octet k of the result is 10 * digit(k) + digit(k + 1) (for digits; < 256 for any octet).
+    #[inline(always)]
+    fn pairs(x: u64) -> u64 {
+        let v = x & LO;
+        v * 10 + (v >> 8)
+    }
+    let word = |k: usize| {
+        t.get(k..k + 8)
+            .and_then(|s| s.first_chunk())
+            .map(|w| u64::from_le_bytes(*w))
+    };
+    // `YYYY-MM-`, `DDTHH:MM`, `:SS` and the octet after the seconds.
+    let (w0, w1) = (word(0)?, word(8)?);
+    let w2 = u64::from(u32::from_le_bytes(*t.get(16..20)?.first_chunk()?));
+    // Digit octets (0xFF) and separator octets, per word.
+    const D0: u64 = 0x00FF_FF00_FFFF_FFFF;
+    const S0: u64 = 0xFF00_00FF_0000_0000;
+    const T0: u64 = u64::from_le_bytes(*b"0000-00-");
+    const D1: u64 = 0xFFFF_00FF_FF00_FFFF;
+    const S1: u64 = 0x0000_FF00_00FF_0000;
+    const T1: u64 = u64::from_le_bytes(*b"00T00:00");
+    const D2: u64 = 0x0000_0000_00FF_FF00;
+    const S2: u64 = 0x0000_0000_0000_00FF;
+    const T2: u64 = u32::from_le_bytes(*b":00\0") as u64;
+    let bad = (non_digits(w0) & D0)
+        | ((w0 ^ T0) & S0)
+        | (non_digits(w1) & D1)
+        | ((w1 ^ T1) & S1)
+        | (non_digits(w2) & D2)
+        | ((w2 ^ T2) & S2);
+    if bad != 0 {
         return None;
     }
-    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
-    let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
-    let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
+    let (p0, p1, p2) = (pairs(w0), pairs(w1), pairs(w2));
+    let byte = |p: u64, k: u32| ((p >> (8 * k)) & 0xFF) as u32;
+    let year = byte(p0, 0) * 100 + byte(p0, 2);
+    let (month, day) = (byte(p0, 5), byte(p1, 0));
+    let (hour, minute, second) = (byte(p1, 3), byte(p1, 6), byte(p2, 1));
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
@@ -526,22 +603,18 @@ pub(crate) fn timestamp_fast(t: &[u8], max_frac: usize) -> Option<(Ts, usize)> {
         return None;
     }
     let (mut k, mut nanos) = (19, 0);
-    if b[19] == b'.' {
-        k = 20;
-        let mut frac = 0u32;
-        while let Some(&c) = t.get(k) {
-            let v = c.wrapping_sub(b'0');
-            if v > 9 || k - 20 == 9 {
-                break;
-            }
-            frac = frac * 10 + u32::from(v);
-            k += 1;
-        }
-        let n = k - 20;
-        if n == 0 || n > max_frac || t.get(k).is_some_and(u8::is_ascii_digit) {
+    if t[19] == b'.' {
+        let (frac, n) = match word(20).map(|w| (w, non_digits(w).trailing_zeros() / 8)) {
+            // 1 to 7 digits followed by a non-digit: all at once.
+            Some((w, n @ 1..=7)) => (parse_digits(w, n as usize), n as usize),
+            Some((_, 0)) => return None,
+            _ => frac_digits(&t[20..]),
+        };
+        if n == 0 || n > max_frac {
             return None;
         }
         nanos = frac * TEN_POW[9 - n];
+        k = 20 + n;
     }
     let (offset_secs, end) = match t.get(k)? {
         b'Z' => (0, k + 1),
@@ -563,6 +636,29 @@ pub(crate) fn timestamp_fast(t: &[u8], max_frac: usize) -> Option<(Ts, usize)> {
     };
     let ts = Ts::new(year, month, day, hour, minute, second, nanos, offset_secs);
     Some((ts, end))
+}
+
+/// The value of the first `n` (1..=8) octets of `w` (little-endian), all ASCII digits.
+#[inline(always)]
+pub(crate) fn parse_digits(w: u64, n: usize) -> u32 {
+    // Keep the n digits, moved up so that zeros lead: an 8-digit number, read in three steps.
+    let v = (w & 0x0F0F_0F0F_0F0F_0F0F) << (8 * (8 - n));
+    // Products that leave the word are not needed (wrapping is intended).
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let v = (v & 0x00FF_00FF_00FF_00FF).wrapping_mul((100 << 16) + 1) >> 16;
+    let v = (v & 0x0000_FFFF_0000_FFFF).wrapping_mul((10_000 << 32) + 1) >> 32;
+    v as u32
+}
+
+/// The leading digits of `t` (at most 10 are looked at): their value (of the first 9) and
+/// their count.
+fn frac_digits(t: &[u8]) -> (u32, usize) {
+    let n = t.iter().take(10).take_while(|c| c.is_ascii_digit()).count();
+    let v = t
+        .iter()
+        .take(n.min(9))
+        .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+    (v, n)
 }
 
 /// Days in `month` (1–12) of `year`.

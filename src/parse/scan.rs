@@ -37,7 +37,22 @@ fn mask(b: &[u8; 16], stop: Stop) -> u32 {
 /// (the index of the first such octet, or `hay.len()`).
 #[inline(always)]
 pub(crate) fn run(hay: &[u8], stop: Stop) -> usize {
-    let mut i = 0;
+    // Most tokens end in their first block.
+    if let Some(b) = hay.first_chunk::<16>() {
+        let m = mask(b, stop);
+        if m != 0 {
+            return m.trailing_zeros() as usize;
+        }
+    }
+    run_from(hay, 16, stop)
+}
+
+/// [`run`] from offset `i` (past a first block without a stop, or past the end).
+#[inline(always)]
+fn run_from(hay: &[u8], mut i: usize, stop: Stop) -> usize {
+    if hay.len() < i {
+        return tail(hay, 0, stop);
+    }
     while let Some(b) = hay.get(i..).and_then(<[u8]>::first_chunk::<16>) {
         let m = mask(b, stop);
         if m != 0 {

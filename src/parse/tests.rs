@@ -644,3 +644,68 @@ fn fast_timestamp_path_accepts_only_what_the_general_path_accepts() {
         "fast path took {fast} of {total}"
     );
 }
+
+#[test]
+fn timestamp_parsed_agrees_with_chrono_local_time_minus_offset() {
+    use chrono::{NaiveDate, TimeZone};
+    let mut n = 0;
+    for year in [
+        0, 1, 4, 100, 1600, 1900, 1969, 1970, 1999, 2000, 2024, 2100, 9999,
+    ] {
+        for (month, day) in [(1, 1), (2, 28), (2, 29), (3, 1), (6, 15), (12, 31)] {
+            for (time, off) in [
+                ("00:00:00", "+23:59"),
+                ("00:00:00.5", "Z"),
+                ("12:34:56.123456789", "-07:30"),
+                ("23:59:59.000001", "-23:59"),
+            ] {
+                let text = format!("{year:04}-{month:02}-{day:02}T{time}{off}");
+                let frame = format!("<13>1 {text} - - - - -");
+                let Ok(m) = parse(frame.as_bytes(), Format::Auto) else {
+                    // 29 February of a common year.
+                    assert!(
+                        NaiveDate::from_ymd_opt(year, month, day).is_none(),
+                        "{text}"
+                    );
+                    continue;
+                };
+                let ts = rfc5424::timestamp(text.as_bytes(), 9).expect("valid");
+                let naive = NaiveDate::from_ymd_opt(year, month, day)
+                    .and_then(|d| {
+                        d.and_hms_nano_opt(
+                            ts.hour.into(),
+                            ts.minute.into(),
+                            ts.second.into(),
+                            ts.nanos,
+                        )
+                    })
+                    .expect("date");
+                let want = chrono::FixedOffset::east_opt(ts.offset_secs)
+                    .and_then(|o| o.from_local_datetime(&naive).single());
+                assert_eq!(m.timestamp_parsed(), want, "{text}");
+                assert_eq!(
+                    m.timestamp_parsed().map(|t| t.offset().local_minus_utc()),
+                    Some(ts.offset_secs)
+                );
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 250, "{n}");
+}
+
+#[test]
+fn swar_fraction_digits_match_a_plain_reading() {
+    for n in 1..=8 {
+        for digits in ["12345678", "00000001", "99999999", "90000000", "07060504"] {
+            let mut w = *b"xxxxxxxx";
+            w[..n].copy_from_slice(&digits.as_bytes()[..n]);
+            let want: u32 = digits[..n].parse().expect("digits");
+            assert_eq!(
+                rfc5424::parse_digits(u64::from_le_bytes(w), n),
+                want,
+                "{digits} {n}"
+            );
+        }
+    }
+}
