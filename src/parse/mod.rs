@@ -190,8 +190,9 @@ pub(crate) struct SpanRecorder {
 }
 
 impl SpanRecorder {
-    /// Nothing recorded yet.
-    pub(crate) fn new() -> Self {
+    /// Nothing recorded yet, for an SD that starts `len` octets before the end of the frame
+    /// (offsets are kept as `u16`: past 64 KiB nothing is recorded).
+    pub(crate) fn new(len: usize) -> Self {
         SpanRecorder {
             spans: Spans {
                 elements: [(0, 0, 0); MAX_ELEMENTS],
@@ -200,7 +201,7 @@ impl SpanRecorder {
                 n_elements: 0,
                 n_params: 0,
             },
-            ok: true,
+            ok: len <= usize::from(u16::MAX),
         }
     }
 
@@ -209,9 +210,10 @@ impl SpanRecorder {
     #[inline]
     pub(crate) fn param(&mut self, eq: usize, close: usize, escaped: bool) {
         let n = usize::from(self.spans.n_params);
-        match (u16::try_from(eq), u16::try_from(close)) {
-            (Ok(eq), Ok(close)) if self.ok && n < MAX_PARAMS => {
-                self.spans.params[n] = (eq, close);
+        match self.spans.params.get_mut(n) {
+            // Offsets are below `len` (checked in `new`): the casts are exact.
+            Some(slot) if self.ok => {
+                *slot = (eq as u16, close as u16);
                 self.spans.escaped |= u16::from(escaped) << n;
                 self.spans.n_params += 1;
             }
@@ -223,9 +225,9 @@ impl SpanRecorder {
     #[inline]
     pub(crate) fn element(&mut self, id_end: usize, close: usize) {
         let n = usize::from(self.spans.n_elements);
-        match (u16::try_from(id_end), u16::try_from(close)) {
-            (Ok(id_end), Ok(close)) if self.ok && n < MAX_ELEMENTS => {
-                self.spans.elements[n] = (id_end, close, self.spans.n_params);
+        match self.spans.elements.get_mut(n) {
+            Some(slot) if self.ok => {
+                *slot = (id_end as u16, close as u16, self.spans.n_params);
                 self.spans.n_elements += 1;
             }
             _ => self.ok = false,

@@ -355,7 +355,7 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<Sd<'a>>> {
         Some(b'[') => {}
         Some(_) => return fail(i, "STRUCTURED-DATA must be \"-\" or start with \"[\""),
     }
-    let mut spans = SpanRecorder::new();
+    let mut spans = SpanRecorder::new(i.len());
     let mut non_ascii = false;
     // `p`: offset in `i` of the next octet to look at.
     let mut p = 0;
