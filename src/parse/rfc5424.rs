@@ -549,7 +549,7 @@ const TEN_POW: [u32; 10] = [
 ///
 /// The date and time are checked and read 8 octets at a time (SWAR): an octet is a digit when
 /// its high nibble is 3 and its low nibble plus 6 does not carry into the high nibble.
-#[inline]
+#[inline(always)]
 pub(crate) fn timestamp_fast(t: &[u8], max_frac: usize) -> Option<(Ts, usize)> {
     const HI: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const LO: u64 = 0x0F0F_0F0F_0F0F_0F0F;
