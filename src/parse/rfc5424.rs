@@ -58,6 +58,10 @@ pub(crate) fn starts_like(frame: &[u8]) -> bool {
 }
 
 /// Parses `frame` as RFC 5424 under `rules`.
+///
+/// Inlined into its two callers with constant `rules` ([`Rules::STRICT`], [`Rules::AUTO`]), so
+/// that each gets its own copy with the rules folded in.
+#[inline(always)]
 pub(crate) fn parse<'a>(frame: &'a [u8], rules: &Rules) -> Result<Message<'a>, ParseError> {
     message(frame, rules).map_err(|e| to_error(frame, e))
 }
@@ -105,6 +109,7 @@ const MSGID: Field = Field {
     truncated: "message truncated after MSGID (STRUCTURED-DATA missing)",
 };
 
+#[inline(always)]
 fn message<'a>(input: &'a [u8], r: &Rules) -> Result<Message<'a>, nom::Err<PErr<'a>>> {
     let (i, pri, version) = match pri_version_fast(input, r.pri_leading_zero) {
         Some(found) => found,
@@ -285,7 +290,7 @@ fn timestamp_field_general(i: &[u8], max_frac: usize) -> PResult<'_, Option<(&[u
 
 /// HOSTNAME SP APP-NAME SP PROCID SP MSGID SP: each `-` (`None`) or 1*max PRINTUSASCII. The
 /// tokens are PRINTUSASCII, so ASCII; `message` makes them `&str` with the rest of the header.
-#[inline]
+#[inline(always)]
 fn header_fields(i: &[u8], limits: bool) -> PResult<'_, [Option<&[u8]>; 4]> {
     let mut out = [None; 4];
     // `p`: offset in `i` of the next field.
@@ -342,6 +347,7 @@ struct Sd<'a> {
 /// One pass over the SD: SD-NAMEs and PARAM-VALUEs are found with the 16-octet scans of
 /// [`scan`](super::scan), and the positions of the elements and params ([`Spans`]) are kept,
 /// with which values hold a backslash, so that walking the SD later does not scan it again.
+#[inline(always)]
 fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<Sd<'a>>> {
     match i.first() {
         None => return fail(i, "STRUCTURED-DATA missing"),
@@ -451,7 +457,7 @@ fn sd_name<'a>(
 
 /// The PARAM-VALUE at `i[at..]` (after its opening quote): the offset of its closing quote,
 /// whether it holds a backslash, and whether it holds octets >= 0x80.
-#[inline]
+#[inline(always)]
 fn param_value(
     i: &[u8],
     at: usize,
