@@ -394,10 +394,10 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<Sd<'a>>> {
                         "SD-NAME too long (PARAM-NAME > 32)",
                     )?;
                     let eq = p;
-                    if i.get(p) != Some(&b'=') {
+                    if i.get(p..p + 2) != Some(b"=\"") && i.get(p) != Some(&b'=') {
                         return fail(skip(i, p), "SD-PARAM: \"=\" expected after PARAM-NAME");
                     }
-                    if i.get(p + 1) != Some(&b'"') {
+                    if i.get(p..p + 2) != Some(b"=\"") {
                         return fail(
                             skip(i, p + 1),
                             "SD-PARAM: opening quote expected after \"=\"",
@@ -463,10 +463,23 @@ fn param_value(
     at: usize,
     unescaped_bracket: bool,
 ) -> Result<(usize, bool, bool), nom::Err<PErr<'_>>> {
-    let (mut k, mut escaped, mut wide) = (at, false, false);
+    // Most values are ASCII without `\` or `]`: one scan to the closing quote.
+    let k = at + scan::run(skip(i, at), Stop::ValueAscii);
+    if i.get(k) == Some(&b'"') {
+        return Ok((k, false, false));
+    }
+    param_value_rest(i, k, unescaped_bracket)
+}
+
+/// [`param_value`] from the first octet at `k` that is not plain ASCII value text.
+#[inline(never)]
+fn param_value_rest(
+    i: &[u8],
+    mut k: usize,
+    unescaped_bracket: bool,
+) -> Result<(usize, bool, bool), nom::Err<PErr<'_>>> {
+    let (mut escaped, mut wide) = (false, false);
     loop {
-        let stop = if wide { Stop::Value } else { Stop::ValueAscii };
-        k += scan::run(skip(i, k), stop);
         match i.get(k) {
             None => return Err(err(skip(i, i.len()), "PARAM-VALUE unterminated")),
             Some(b'"') => return Ok((k, escaped, wide)),
@@ -480,6 +493,8 @@ fn param_value(
             Some(b']') => return Err(err(skip(i, k), "unescaped ] in PARAM-VALUE")),
             Some(_) => wide = true,
         }
+        let stop = if wide { Stop::Value } else { Stop::ValueAscii };
+        k += scan::run(skip(i, k), stop);
     }
 }
 

@@ -291,6 +291,31 @@ fn errors_have_reason_and_offset() {
             "PARAM-VALUE unterminated",
         ),
         (
+            b"<13>1 - h a - - [id v=x\"]",
+            22,
+            "SD-PARAM: opening quote expected after \"=\"",
+        ),
+        (
+            b"<13>1 - h a - - [id v=",
+            22,
+            "SD-PARAM: opening quote expected after \"=\"",
+        ),
+        (
+            b"<13>1 - h a - - [id v\"",
+            21,
+            "SD-PARAM: \"=\" expected after PARAM-NAME",
+        ),
+        (
+            b"<13>1 - h a - - [id v=\"a\\",
+            25,
+            "PARAM-VALUE unterminated",
+        ),
+        (
+            b"<13>1 - h a - - [id v=\"a\\\"b]\"",
+            27,
+            "unescaped ] in PARAM-VALUE",
+        ),
+        (
             b"<13>1 - h a - - [id a=\"1\"]msg",
             26,
             "SP expected after STRUCTURED-DATA",
