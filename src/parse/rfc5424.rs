@@ -394,6 +394,7 @@ fn structured_data<'a>(i: &'a [u8], r: &Rules) -> PResult<'a, Option<Sd<'a>>> {
                         "SD-NAME too long (PARAM-NAME > 32)",
                     )?;
                     let eq = p;
+                    // `="` in one compare; on a mismatch, say which of the two is missing.
                     if i.get(p..p + 2) != Some(b"=\"") && i.get(p) != Some(&b'=') {
                         return fail(skip(i, p), "SD-PARAM: \"=\" expected after PARAM-NAME");
                     }
