@@ -187,6 +187,7 @@ impl<'c> Encoder<'c> {
         match frame.kind {
             FrameKind::Error(kind) => {
                 counts.framing_errors += 1;
+                counts.detail.frame_errors[crate::stats::frame_error_index(kind)] += 1;
                 write_null_header(out);
                 out.put_slice(b",\"framing_error\":");
                 write_str(out, kind.code());
@@ -213,6 +214,7 @@ impl<'c> Encoder<'c> {
                 } = frame.kind
                 {
                     counts.truncated += 1;
+                    counts.detail.truncations[crate::stats::frame_error_index(reason)] += 1;
                     out.put_slice(b",\"truncated\":true,\"truncation\":");
                     write_str(out, reason.code());
                     out.put_slice(b",\"declared_length\":");
@@ -292,6 +294,13 @@ impl<'c> Encoder<'c> {
             if let Some(c) = k.category {
                 counts.category(c);
             }
+            counts.detail.k8s(
+                k.kind,
+                k.category,
+                k.namespace.as_deref(),
+                k.object.as_deref(),
+                m.msg.unwrap_or_default(),
+            );
             self.write_k8s(out, &k);
         }
     }

@@ -214,6 +214,37 @@ impl Budget {
     }
 }
 
+/// The outputs (bit i = output i, `filters[i]`; `None` = every record) a record with these
+/// facts goes to.
+#[inline]
+pub fn mask_with(filters: &[Option<Filter>], facts: &Facts<'_>) -> u64 {
+    let mut mask = 0;
+    for (i, f) in filters.iter().enumerate() {
+        if f.as_ref().is_none_or(|f| f.matches(facts)) {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
+/// Reads the outputs' queue depths for the admin listener. It holds weak senders, so it does
+/// not keep a queue open at shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct QueueProbe(Vec<mpsc::WeakSender<Arc<Batch>>>);
+
+impl QueueProbe {
+    /// Per output: (batches waiting, capacity); `None` once the queue is closed.
+    pub fn depths(&self) -> Vec<Option<(usize, usize)>> {
+        self.0
+            .iter()
+            .map(|w| {
+                w.upgrade()
+                    .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+            })
+            .collect()
+    }
+}
+
 /// The queue into one output.
 #[derive(Debug, Clone)]
 struct Route {
@@ -263,7 +294,8 @@ impl Router {
         rx
     }
 
-    /// The outputs a record with these facts goes to.
+    /// The outputs a record with these facts goes to, by the filters given to [`Router::add`].
+    /// (The server routes with its live, reloadable filters instead: [`mask_with`].)
     pub fn mask(&self, facts: &Facts<'_>) -> u64 {
         let mut mask = 0;
         for (i, r) in self.routes.iter().enumerate() {
@@ -272,6 +304,12 @@ impl Router {
             }
         }
         mask
+    }
+
+    /// A handle that reads the queue depths without keeping the queues open (see
+    /// [`QueueProbe`]).
+    pub fn probe(&self) -> QueueProbe {
+        QueueProbe(self.routes.iter().map(|r| r.tx.downgrade()).collect())
     }
 
     /// Hands `batch` to every output that wants a line of it, waiting while a queue is full.
