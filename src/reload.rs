@@ -8,7 +8,8 @@
 //! [`Reloader::reload`] (SIGHUP) re-reads and validates the whole config file. A config that
 //! does not validate is refused with the reason and the rules in use stay. Otherwise the new
 //! classification rules and output filters are swapped in (connections stay open; their next
-//! batch uses them), the TLS listeners re-read their certificate files, and every other change
+//! batch uses them). The TLS listeners re-read their certificate files in both cases (as
+//! before reload existed: new connections get the new certificate). Every other change
 //! (listeners, outputs other than their `filter`, `[server]`, `[admin]`) is logged as needing a
 //! restart.
 
@@ -134,6 +135,9 @@ impl Reloader {
     /// Reloads; logs and returns the outcome: the notes about changes that need a restart, or
     /// why the new config was refused (the rules in use then stay).
     pub fn reload(&self) -> Result<Vec<String>, ConfigError> {
+        // The TLS listeners re-read their files whatever the config text says (a certificate
+        // rotation does not wait for a config fix); errors are logged and the old ones stay.
+        let _ = self.tls.reload();
         let r = self.try_reload();
         match &r {
             Ok(notes) => {
@@ -213,8 +217,6 @@ impl Reloader {
         let rules = Rules::build(&new, &filters, Some(&self.metrics), generation)?;
         self.rules.store(Arc::new(rules));
         self.generation.store(generation, Relaxed);
-        // Errors are logged by reload(); the old certificates stay in use.
-        let _ = self.tls.reload();
         Ok(notes)
     }
 
