@@ -130,8 +130,10 @@ impl AdminState {
     /// Events per category slot, up to the last named slot.
     fn category_totals(&self) -> Vec<u64> {
         let n = self.metrics.category_names().len();
-        self.metrics.categories[..n]
+        self.metrics
+            .categories
             .iter()
+            .take(n)
             .map(|c| c.load(Relaxed))
             .collect()
     }

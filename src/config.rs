@@ -754,6 +754,50 @@ mod tests {
     }
 
     #[test]
+    fn admin_and_log_format_keys_are_checked() {
+        let base = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"o\"\ntype = \"stdout\"\n";
+        let ok = Config::from_toml(base).unwrap();
+        assert_eq!(
+            ok.admin.socket_addr(),
+            Ok(None),
+            "no [admin]: no admin listener"
+        );
+        assert_eq!(ok.server.log_format, LogFormat::Text);
+        let on = Config::from_toml(&format!(
+            "[server]\nlog_format = \"json\"\n[admin]\naddress = \"127.0.0.1:9514\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(on.server.log_format, LogFormat::Json);
+        assert_eq!(on.admin.top_namespaces, 20);
+        assert!(on.admin.socket_addr().unwrap().is_some());
+        for (text, needles) in [
+            (
+                "[admin]\naddress = \"localhost\"\n",
+                &["admin.address", "ip:port"][..],
+            ),
+            (
+                "[admin]\ntop_namespaces = 0\n",
+                &["admin.top_namespaces", "1..=1000"],
+            ),
+            (
+                "[admin]\nsample_interval_secs = 0\n",
+                &["admin.sample_interval_secs"],
+            ),
+            (
+                "[admin]\nfailure_categories = [\"nope\"]\n",
+                &["admin.failure_categories", "nope", "back_off"],
+            ),
+            ("[admin]\nport = 1\n", &["port"]),
+            ("[server]\nlog_format = \"xml\"\n", &["xml"]),
+        ] {
+            let e = Config::from_toml(&format!("{text}{base}")).unwrap_err().0;
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
     fn syslog_output_keys_are_checked_and_named() {
         let ok = Config::from_toml(&format!(
             "{BASE}type = \"syslog\"\naddress = \"siem.example:6514\"\nframing = \"lf\"\n\
