@@ -370,6 +370,7 @@ impl Metrics {
                 let v = c.load(Relaxed);
                 (v > 0).then(|| format!("{n}={v}"))
             })
+            .chain((o.state() == OutputState::Retrying).then(|| "retrying".to_string()))
             .collect();
             if !extra.is_empty() {
                 line.push_str(&format!("({})", extra.join(" ")));

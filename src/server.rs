@@ -847,7 +847,9 @@ pub async fn serve(
     });
     let admin = admin_listener.map(|l| {
         let state = crate::admin::AdminState::new(&config, &server, reloader.clone());
-        tokio::spawn(crate::admin::run(l, state, token.clone()))
+        // Not stopped by the shutdown token: during the drain /readyz answers 503 "shutting
+        // down" (a load balancer stops sending); the task is aborted once the server stopped.
+        tokio::spawn(crate::admin::run(l, state, CancellationToken::new()))
     });
     let sighup = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
