@@ -28,6 +28,12 @@ use crate::route::{Batch, Receiver};
 ///
 /// `write` takes complete lines. When it (or `flush`) fails, the output keeps what it could not
 /// write and writes it on a later successful `flush`: the caller retries `flush`, never `write`.
+///
+/// State for `/readyz` and the status page: [`run`] sets the output's
+/// [`crate::metrics::OutputState`] (`Up` at start, `Retrying` while it retries a failed flush,
+/// `Down` at the end). An output that holds its own connection also calls
+/// [`OutputMetrics::set_failed`] when the connection is lost or cannot be made and
+/// `set_state(OutputState::Up)` once it is back (see the `syslog` output).
 pub trait Output: Send + 'static {
     /// Takes the records of `batch` whose mask has `bit`, counting them in `m`. The default
     /// writes the JSON runs with `write`, retrying `flush` with backoff when a write fails.
