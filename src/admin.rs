@@ -793,6 +793,7 @@ impl Collector for Scrape {
             ("max_connections_per_ip", ld(&m.connections_refused_per_ip)),
             ("max_messages_per_sec", ld(&m.rate_limit_pauses)),
             ("max_buffered_bytes", ld(&m.buffer_limit_hits)),
+            ("max_inflight_bytes", ld(&m.budget_waits)),
             (
                 "max_frame_bytes",
                 d.truncations
@@ -802,7 +803,17 @@ impl Collector for Scrape {
             ("tls_plaintext", ld(&m.tls_plaintext_clients)),
         ];
         let limits: Vec<_> = limits.iter().map(|(k, v)| (l1("kind", *k), *v)).collect();
-        family(&mut enc, "syslog_sink_limit_hits", "Limits hit, by kind: connections refused (max_connections, max_connections_per_ip, tls_handshake, tls_plaintext), reads paused (max_messages_per_sec) or shortened (max_buffered_bytes), frames truncated (max_frame_bytes).", Counter, &limits)?;
+        family(&mut enc, "syslog_sink_limit_hits", "Limits hit, by kind: connections refused (max_connections, max_connections_per_ip, tls_handshake, tls_plaintext), reads paused (max_messages_per_sec, max_inflight_bytes) or shortened (max_buffered_bytes), frames truncated (max_frame_bytes).", Counter, &limits)?;
+        if let Some((used, total)) = s.probe.inflight() {
+            family(&mut enc, "syslog_sink_inflight_bytes", "Bytes of reads and their records on the way to the outputs ([server] max_inflight_bytes bounds it).", Gauge, &[(vec![], used as u64)])?;
+            family(
+                &mut enc,
+                "syslog_sink_inflight_bytes_limit",
+                "[server] max_inflight_bytes.",
+                Gauge,
+                &[(vec![], total as u64)],
+            )?;
+        }
         family(
             &mut enc,
             "syslog_sink_rate_limit_paused_seconds",

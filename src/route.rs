@@ -212,6 +212,11 @@ impl Budget {
     pub fn in_use(&self) -> usize {
         (self.kib as usize - self.sem.available_permits()) * 1024
     }
+
+    /// The whole budget in bytes.
+    pub fn total(&self) -> usize {
+        self.kib as usize * 1024
+    }
 }
 
 /// The outputs (bit i = output i, `filters[i]`; `None` = every record) a record with these
@@ -230,18 +235,26 @@ pub fn mask_with(filters: &[Option<Filter>], facts: &Facts<'_>) -> u64 {
 /// Reads the outputs' queue depths for the admin listener. It holds weak senders, so it does
 /// not keep a queue open at shutdown.
 #[derive(Debug, Clone, Default)]
-pub struct QueueProbe(Vec<mpsc::WeakSender<Arc<Batch>>>);
+pub struct QueueProbe {
+    queues: Vec<mpsc::WeakSender<Arc<Batch>>>,
+    budget: Option<Budget>,
+}
 
 impl QueueProbe {
     /// Per output: (batches waiting, capacity); `None` once the queue is closed.
     pub fn depths(&self) -> Vec<Option<(usize, usize)>> {
-        self.0
+        self.queues
             .iter()
             .map(|w| {
                 w.upgrade()
                     .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
             })
             .collect()
+    }
+
+    /// The in-flight budget: (bytes in use, whole budget); `None` without one.
+    pub fn inflight(&self) -> Option<(usize, usize)> {
+        self.budget.as_ref().map(|b| (b.in_use(), b.total()))
     }
 }
 
@@ -309,7 +322,10 @@ impl Router {
     /// A handle that reads the queue depths without keeping the queues open (see
     /// [`QueueProbe`]).
     pub fn probe(&self) -> QueueProbe {
-        QueueProbe(self.routes.iter().map(|r| r.tx.downgrade()).collect())
+        QueueProbe {
+            queues: self.routes.iter().map(|r| r.tx.downgrade()).collect(),
+            budget: self.budget().cloned(),
+        }
     }
 
     /// Hands `batch` to every output that wants a line of it, waiting while a queue is full.

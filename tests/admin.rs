@@ -273,6 +273,11 @@ async fn metrics_count_a_known_stream_exactly() {
             64.0,
         ),
         ("syslog_sink_rules_generation".into(), 0.0),
+        (
+            "syslog_sink_limit_hits_total{kind=\"max_inflight_bytes\"}".into(),
+            0.0,
+        ),
+        ("syslog_sink_inflight_bytes_limit".into(), 16_777_216.0),
     ] {
         assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
     }
