@@ -535,6 +535,16 @@ where
     Ok(())
 }
 
+/// The `namespace` label of a namespace: records without one (node events) get `(none)`, as
+/// Prometheus treats an empty label value as no label.
+fn ns_label(n: &str) -> &str {
+    if n.is_empty() {
+        "(none)"
+    } else {
+        n
+    }
+}
+
 fn l1(k: &'static str, v: impl Into<String>) -> Vec<(&'static str, String)> {
     vec![(k, v.into())]
 }
@@ -687,7 +697,7 @@ impl Collector for Scrape {
         ns_rows.push((OVERFLOW_NAMESPACE, &other));
         let ns_records: Vec<_> = ns_rows
             .iter()
-            .map(|(n, c)| (l1("namespace", *n), c.records))
+            .map(|(n, c)| (l1("namespace", ns_label(n)), c.records))
             .collect();
         family(&mut enc, "syslog_sink_namespace_records", "Kubernetes records per namespace: the top_namespaces namespaces with the most records, the rest under namespace=\"other\".", Counter, &ns_records)?;
         let mut ns_events = Vec::new();
@@ -695,7 +705,10 @@ impl Collector for Scrape {
             for (i, v) in c.categories.iter().enumerate() {
                 if *v > 0 {
                     let cat = names.get(i).cloned().unwrap_or_default();
-                    ns_events.push((vec![("namespace", n.to_string()), ("category", cat)], *v));
+                    ns_events.push((
+                        vec![("namespace", ns_label(n).to_string()), ("category", cat)],
+                        *v,
+                    ));
                 }
             }
         }

@@ -623,6 +623,21 @@ async fn status_page_in_headless_chromium_shows_what_was_sent() {
     // The chart drew lines, and the outputs and listener are listed.
     assert!(dom.contains("<polyline"), "chart without lines");
     assert!(dom.contains("data-output=\"failures\""));
+    // Records without a namespace (node events) are labelled "(none)" in /metrics.
+    let no_ns = expect
+        .iter()
+        .filter(|e| !e["kind"].is_null() && e["namespace"].as_str().is_none_or(str::is_empty))
+        .count();
+    assert!(no_ns > 0, "the sample has node events");
+    let (_, text) = get(s.admin, "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            "syslog_sink_namespace_records_total{namespace=\"(none)\"}"
+        ),
+        Some(no_ns as f64),
+        "{text}"
+    );
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 20_000,
