@@ -283,12 +283,18 @@ impl Metrics {
 
     /// Adds what one batch counted.
     pub fn add(&self, c: &BatchCounts) {
-        self.add_mapped(c, None);
+        self.add_mapped(c, None, &[]);
     }
 
     /// Adds what one batch counted, its category `i` counted in slot `slots[i]` (a classifier
-    /// loaded after start; identity when `None`).
-    pub fn add_mapped(&self, c: &BatchCounts, slots: Option<&[u16]>) {
+    /// loaded after start; identity when `None`). `frames` are the batch's frames: the text of
+    /// its failure events is taken from them (none without).
+    pub fn add_mapped(
+        &self,
+        c: &BatchCounts,
+        slots: Option<&[u16]>,
+        frames: &[crate::framing::Frame],
+    ) {
         self.records.fetch_add(c.records, Relaxed);
         self.parse_errors.fetch_add(c.parse_errors, Relaxed);
         self.framing_errors.fetch_add(c.framing_errors, Relaxed);
@@ -303,7 +309,7 @@ impl Metrics {
                 }
             }
         }
-        self.detail.add(&c.detail, slots);
+        self.detail.add(&c.detail, slots, frames);
     }
 
     /// Connections open now.

@@ -198,7 +198,7 @@ impl<'c> Encoder<'c> {
                     Ok(msg) => {
                         facts.severity = Some(msg.severity());
                         facts.app_name = msg.app_name;
-                        self.write_message(out, &msg, &mut facts, counts);
+                        self.write_message(out, &msg, data, &mut facts, counts);
                     }
                     Err(e) => {
                         counts.parse_errors += 1;
@@ -229,10 +229,12 @@ impl<'c> Encoder<'c> {
         facts
     }
 
+    /// `frame` is the bytes `m` was parsed from (its index in the batch is `counts.records - 1`).
     fn write_message<'f>(
         &self,
         out: &mut Out<'_>,
         m: &Message<'f>,
+        frame: &[u8],
         facts: &mut Facts<'f>,
         counts: &mut BatchCounts,
     ) {
@@ -300,6 +302,8 @@ impl<'c> Encoder<'c> {
                 k.namespace.as_deref(),
                 k.object.as_deref(),
                 m.msg.unwrap_or_default(),
+                frame,
+                counts.records.saturating_sub(1),
             );
             self.write_k8s(out, &k);
         }

@@ -736,11 +736,11 @@ async fn process(
         batch.budget = share.map(Arc::new);
         if turn.mine.recv().await.is_none() {
             // The processor before stopped (its outputs are gone): so do we.
-            metrics.add_mapped(&counts, rules_now.slots.as_deref());
+            metrics.add_mapped(&counts, rules_now.slots.as_deref(), &batch.frames);
             break;
         }
         // Counted in read order too (the last failure events stay in order).
-        metrics.add_mapped(&counts, rules_now.slots.as_deref());
+        metrics.add_mapped(&counts, rules_now.slots.as_deref(), &batch.frames);
         counts.clear();
         if let Err(closed) = router.send(batch).await {
             tracing::error!(output = closed.0, "output stopped; cannot deliver");

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::classify::{Category, K8sKind};
-use crate::framing::FrameErrorKind;
+use crate::framing::{Frame, FrameErrorKind};
 
 /// Distinct namespaces one batch tracks; records of further ones count as [`OVERFLOW_NAMESPACE`].
 pub const MAX_BATCH_NAMESPACES: usize = 64;
@@ -83,10 +83,50 @@ struct BatchNs {
     cats: u32,
 }
 
-/// One failure event in a batch: its text lives in `BatchDetail::failure_text`.
+/// Where a part of a failure event is in its frame (already cut to its length limit).
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    len: u16,
+}
+
+impl Span {
+    /// The span of `part` in `frame`, at most `max` bytes (not cutting a UTF-8 sequence); empty
+    /// when `part` is not inside `frame` (a value unescaped into its own buffer).
+    fn of(frame: &[u8], part: &[u8], max: usize) -> Span {
+        let (f, p) = (frame.as_ptr() as usize, part.as_ptr() as usize);
+        if p < f || p + part.len() > f + frame.len() {
+            return Span::default();
+        }
+        Span {
+            start: (p - f) as u32,
+            len: cut(part, max).len() as u16,
+        }
+    }
+
+    /// The bytes of the span in `frame` (empty when out of range).
+    fn get(self, frame: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        frame
+            .get(start..start + usize::from(self.len))
+            .unwrap_or_default()
+    }
+}
+
+/// One failure event in a batch: which frame, and where its parts are in it (nothing is copied
+/// on the hot path; [`Detail::add`] copies the text out of the batch's frames).
 #[derive(Debug, Clone, Copy, Default)]
 struct BatchFailure {
+    frame: u32,
     category: u16,
+    ns: Span,
+    object: Span,
+    msg: Span,
+}
+
+/// The lengths of a kept failure event's parts in its text slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
     ns_len: u16,
     object_len: u16,
     msg_len: u16,
@@ -113,7 +153,6 @@ pub struct BatchDetail {
     /// Truncated frames by reason.
     pub truncations: [u64; FRAME_ERROR_KINDS],
     failures: Vec<BatchFailure>,
-    failure_text: Vec<u8>,
     /// Failure events seen in the batch (the last [`FAILURE_RING`] are kept).
     failures_seen: usize,
 }
@@ -134,7 +173,6 @@ impl BatchDetail {
             frame_errors: [0; FRAME_ERROR_KINDS],
             truncations: [0; FRAME_ERROR_KINDS],
             failures: vec![BatchFailure::default(); FAILURE_RING],
-            failure_text: vec![0; FAILURE_RING * FAILURE_SLOT],
             failures_seen: 0,
         }
     }
@@ -148,7 +186,10 @@ impl BatchDetail {
     }
 
     /// Counts one Kubernetes record; keeps it as a failure event when its category is one.
+    /// `frame` is the record's frame, number `frame_index` of the batch; `namespace`, `object`
+    /// and `msg` borrow from it (a failure event is kept as their places in the frame).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn k8s(
         &mut self,
         kind: K8sKind,
@@ -156,6 +197,8 @@ impl BatchDetail {
         namespace: Option<&str>,
         object: Option<&str>,
         msg: &[u8],
+        frame: &[u8],
+        frame_index: u64,
     ) {
         let cat = category
             .map(|c| usize::from(c.0))
@@ -176,8 +219,21 @@ impl BatchDetail {
         }
         let Some(c) = cat else { return };
         counts[c] += 1;
-        if self.failure[c] {
-            self.keep_failure(c as u16, namespace.unwrap_or(""), object.unwrap_or(""), msg);
+        // (A BatchDetail built by Default has no ring.)
+        if self.failure[c] && self.failures.len() == FAILURE_RING {
+            let slot = self.failures_seen % FAILURE_RING;
+            self.failures_seen += 1;
+            self.failures[slot] = BatchFailure {
+                frame: u32::try_from(frame_index).unwrap_or(u32::MAX),
+                category: c as u16,
+                ns: Span::of(frame, namespace.unwrap_or("").as_bytes(), FAILURE_NS_BYTES),
+                object: Span::of(frame, object.unwrap_or("").as_bytes(), FAILURE_OBJECT_BYTES),
+                msg: Span::of(
+                    frame,
+                    crate::record::strip_trailing_newline(msg),
+                    FAILURE_MSG_BYTES,
+                ),
+            };
         }
     }
 
@@ -215,31 +271,6 @@ impl BatchDetail {
         self.names.extend_from_slice(ns.as_bytes());
         self.last = self.namespaces.len() - 1;
         Some(self.last)
-    }
-
-    fn keep_failure(&mut self, category: u16, ns: &str, object: &str, msg: &[u8]) {
-        if self.failures.len() < FAILURE_RING {
-            return; // built by Default: no ring
-        }
-        let slot = self.failures_seen % FAILURE_RING;
-        self.failures_seen += 1;
-        let text = &mut self.failure_text[slot * FAILURE_SLOT..(slot + 1) * FAILURE_SLOT];
-        let ns = cut(ns.as_bytes(), FAILURE_NS_BYTES);
-        let object = cut(object.as_bytes(), FAILURE_OBJECT_BYTES);
-        let msg = cut(
-            crate::record::strip_trailing_newline(msg),
-            FAILURE_MSG_BYTES,
-        );
-        text[..ns.len()].copy_from_slice(ns);
-        text[FAILURE_NS_BYTES..FAILURE_NS_BYTES + object.len()].copy_from_slice(object);
-        let m = FAILURE_NS_BYTES + FAILURE_OBJECT_BYTES;
-        text[m..m + msg.len()].copy_from_slice(msg);
-        self.failures[slot] = BatchFailure {
-            category,
-            ns_len: ns.len() as u16,
-            object_len: object.len() as u16,
-            msg_len: msg.len() as u16,
-        };
     }
 
     /// Back to empty, keeping the buffers.
@@ -280,7 +311,6 @@ impl Default for BatchDetail {
             frame_errors: [0; FRAME_ERROR_KINDS],
             truncations: [0; FRAME_ERROR_KINDS],
             failures: Vec::new(),
-            failure_text: Vec::new(),
             failures_seen: 0,
         }
     }
@@ -330,7 +360,7 @@ pub struct FailureEvent {
 }
 
 /// A failure event as kept: when, metrics category slot, lengths, text slot.
-type FailureSlot = (SystemTime, usize, BatchFailure, Box<[u8; FAILURE_SLOT]>);
+type FailureSlot = (SystemTime, usize, Kept, Box<[u8; FAILURE_SLOT]>);
 
 /// Process-wide detail counts (merged once per batch).
 #[derive(Debug, Default)]
@@ -384,8 +414,8 @@ fn add_slots(into: &mut Vec<u64>, from: &[u64], slots: Option<&[u16]>) {
 
 impl Detail {
     /// Merges one batch; `slots` maps the batch's category indices to metrics slots (identity
-    /// when `None`).
-    pub fn add(&self, b: &BatchDetail, slots: Option<&[u16]>) {
+    /// when `None`); `frames` are the batch's frames (the failure events' text is in them).
+    pub fn add(&self, b: &BatchDetail, slots: Option<&[u16]>, frames: &[Frame]) {
         if b.is_empty() {
             return;
         }
@@ -418,7 +448,10 @@ impl Detail {
             // Oldest first: the ring's next slot is the oldest once it wrapped.
             let slot = (b.failures_seen - kept + k) % FAILURE_RING;
             let f = b.failures[slot];
-            let text = &b.failure_text[slot * FAILURE_SLOT..(slot + 1) * FAILURE_SLOT];
+            let frame = frames
+                .get(f.frame as usize)
+                .map_or(&[][..], |fr| &fr.data[..]);
+            let (ns, object, msg) = (f.ns.get(frame), f.object.get(frame), f.msg.get(frame));
             let category = usize::from(f.category);
             let category = slots.map_or(category, |s| {
                 s.get(category).map_or(category, |&s| usize::from(s))
@@ -431,8 +464,16 @@ impl Detail {
                 },
                 _ => Box::new([0; FAILURE_SLOT]),
             };
-            buf.copy_from_slice(text);
-            d.failures.push_back((now, category, f, buf));
+            let m = FAILURE_NS_BYTES + FAILURE_OBJECT_BYTES;
+            buf[..ns.len()].copy_from_slice(ns);
+            buf[FAILURE_NS_BYTES..FAILURE_NS_BYTES + object.len()].copy_from_slice(object);
+            buf[m..m + msg.len()].copy_from_slice(msg);
+            let kept = Kept {
+                ns_len: ns.len() as u16,
+                object_len: object.len() as u16,
+                msg_len: msg.len() as u16,
+            };
+            d.failures.push_back((now, category, kept, buf));
         }
         d.failures_total += b.failures_seen as u64;
     }
@@ -478,21 +519,43 @@ mod tests {
 
     #[test]
     fn batch_counts_namespaces_and_keeps_last_failures() {
+        use crate::framing::{Frame, FrameKind};
+        // The failure events' text is read from the batch's frames.
+        let frames: Vec<Frame> = (0..60)
+            .map(|i| Frame {
+                data: bytes::Bytes::from(format!("web pod-1 failure {i}\n")),
+                kind: FrameKind::Complete,
+                offset: 0,
+                wire_len: 0,
+                dropped_before: 0,
+            })
+            .collect();
         let mut b = BatchDetail::new(3);
         b.set_failures(&[false, true, false]);
-        for i in 0..60 {
+        for (i, f) in frames.iter().enumerate() {
+            let text = std::str::from_utf8(&f.data).unwrap();
             b.k8s(
                 K8sKind::Event,
                 Some(Category(1)),
-                Some("web"),
-                Some("pod-1"),
-                format!("failure {i}\n").as_bytes(),
+                Some(&text[..3]),
+                Some(&text[4..9]),
+                &text.as_bytes()[10..],
+                &f.data,
+                i as u64,
             );
         }
-        b.k8s(K8sKind::PodLog, None, Some("db"), None, b"log line");
-        b.k8s(K8sKind::Event, Some(Category(0)), None, None, b"x");
+        b.k8s(
+            K8sKind::PodLog,
+            None,
+            Some("db"),
+            None,
+            b"log line",
+            b"",
+            60,
+        );
+        b.k8s(K8sKind::Event, Some(Category(0)), None, None, b"x", b"", 61);
         let d = Detail::default();
-        d.add(&b, None);
+        d.add(&b, None, &frames);
         let s = d.snapshot();
         let web = s.namespaces.iter().find(|(n, _)| n == "web").unwrap();
         assert_eq!(web.1.records, 60);
@@ -506,20 +569,38 @@ mod tests {
         assert_eq!(s.failures[49].message, "failure 59");
         assert_eq!(s.failures[49].namespace, "web");
         assert_eq!(s.failures[49].object, "pod-1");
-        // Mapped to other slots (a reloaded classifier).
+        // Mapped to other slots (a reloaded classifier); a value outside the frame is empty.
         b.clear();
-        b.k8s(K8sKind::Event, Some(Category(2)), Some("web"), None, b"x");
-        d.add(&b, Some(&[0, 1, 7]));
+        let f = &frames[0];
+        b.k8s(
+            K8sKind::Event,
+            Some(Category(2)),
+            Some("web"),
+            None,
+            b"x",
+            &f.data,
+            0,
+        );
+        d.add(&b, Some(&[0, 1, 7]), &frames);
         let s = d.snapshot();
         let web = s.namespaces.iter().find(|(n, _)| n == "web").unwrap();
         assert_eq!((web.1.records, web.1.category(7)), (61, 1));
+        assert_eq!(Span::of(&f.data, b"elsewhere", 64).get(&f.data), b"");
     }
 
     #[test]
     fn batch_namespaces_are_bounded() {
         let mut b = BatchDetail::new(1);
         for i in 0..(MAX_BATCH_NAMESPACES + 10) {
-            b.k8s(K8sKind::PodLog, None, Some(&format!("ns-{i}")), None, b"");
+            b.k8s(
+                K8sKind::PodLog,
+                None,
+                Some(&format!("ns-{i}")),
+                None,
+                b"",
+                b"",
+                0,
+            );
         }
         assert_eq!(b.namespaces.len(), MAX_BATCH_NAMESPACES);
         assert_eq!(b.overflow_records, 10);
