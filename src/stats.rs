@@ -17,6 +17,8 @@ use crate::framing::{Frame, FrameErrorKind};
 
 /// Distinct namespaces one batch tracks; records of further ones count as [`OVERFLOW_NAMESPACE`].
 pub const MAX_BATCH_NAMESPACES: usize = 64;
+/// Slots of the per-batch namespace lookup cache.
+const CACHE_SLOTS: usize = 128;
 /// Bytes of namespace names one batch keeps (Kubernetes names are at most 63 bytes).
 const BATCH_NAME_BYTES: usize = MAX_BATCH_NAMESPACES * 64;
 /// Distinct namespaces the process tracks; further ones count as [`OVERFLOW_NAMESPACE`].
@@ -143,8 +145,9 @@ pub struct BatchDetail {
     namespaces: Vec<BatchNs>,
     /// `n_categories` counts per namespace entry.
     ns_categories: Vec<u64>,
-    /// The entry hit last (records of one namespace tend to come together).
-    last: usize,
+    /// A direct-mapped cache: namespace hash → entry index + 1 (0 = none), so that a lookup
+    /// is one comparison when namespaces interleave.
+    cache: [u8; CACHE_SLOTS],
     /// Kubernetes records whose namespace did not fit (or had none): counted as overflow.
     overflow_records: u64,
     overflow_categories: Vec<u64>,
@@ -167,7 +170,7 @@ impl BatchDetail {
             names: Vec::with_capacity(BATCH_NAME_BYTES),
             namespaces: Vec::with_capacity(MAX_BATCH_NAMESPACES),
             ns_categories: Vec::with_capacity(MAX_BATCH_NAMESPACES * n_categories),
-            last: 0,
+            cache: [0; CACHE_SLOTS],
             overflow_records: 0,
             overflow_categories: vec![0; n_categories],
             frame_errors: [0; FRAME_ERROR_KINDS],
@@ -245,13 +248,19 @@ impl BatchDetail {
             e.len as usize == ns.len()
                 && &names[e.start as usize..(e.start + e.len) as usize] == ns.as_bytes()
         };
-        if let Some(e) = self.namespaces.get(self.last) {
-            if name(e, &self.names) {
-                return Some(self.last);
+        let b = ns.as_bytes();
+        let h = (b.len()
+            ^ usize::from(b.first().copied().unwrap_or(0)) << 1
+            ^ usize::from(b.last().copied().unwrap_or(0)) << 3
+            ^ usize::from(b.get(b.len() / 2).copied().unwrap_or(0)))
+            % CACHE_SLOTS;
+        if let Some(i) = usize::from(self.cache[h]).checked_sub(1) {
+            if self.namespaces.get(i).is_some_and(|e| name(e, &self.names)) {
+                return Some(i);
             }
         }
         if let Some(i) = self.namespaces.iter().position(|e| name(e, &self.names)) {
-            self.last = i;
+            self.cache[h] = (i + 1) as u8;
             return Some(i);
         }
         if self.namespaces.len() == MAX_BATCH_NAMESPACES
@@ -269,8 +278,9 @@ impl BatchDetail {
             cats: cats as u32,
         });
         self.names.extend_from_slice(ns.as_bytes());
-        self.last = self.namespaces.len() - 1;
-        Some(self.last)
+        let i = self.namespaces.len() - 1;
+        self.cache[h] = (i + 1) as u8;
+        Some(i)
     }
 
     /// Back to empty, keeping the buffers.
@@ -278,7 +288,7 @@ impl BatchDetail {
         self.names.clear();
         self.namespaces.clear();
         self.ns_categories.clear();
-        self.last = 0;
+        self.cache = [0; CACHE_SLOTS];
         self.overflow_records = 0;
         self.overflow_categories.iter_mut().for_each(|n| *n = 0);
         self.frame_errors = [0; FRAME_ERROR_KINDS];
@@ -305,7 +315,7 @@ impl Default for BatchDetail {
             names: Vec::new(),
             namespaces: Vec::new(),
             ns_categories: Vec::new(),
-            last: 0,
+            cache: [0; CACHE_SLOTS],
             overflow_records: 0,
             overflow_categories: Vec::new(),
             frame_errors: [0; FRAME_ERROR_KINDS],
@@ -604,6 +614,21 @@ mod tests {
         }
         assert_eq!(b.namespaces.len(), MAX_BATCH_NAMESPACES);
         assert_eq!(b.overflow_records, 10);
+        // Again, in another order: every name finds its entry, whatever the cache holds.
+        for i in (0..(MAX_BATCH_NAMESPACES + 10)).rev() {
+            b.k8s(
+                K8sKind::PodLog,
+                None,
+                Some(&format!("ns-{i}")),
+                None,
+                b"",
+                b"",
+                0,
+            );
+        }
+        assert_eq!(b.namespaces.len(), MAX_BATCH_NAMESPACES);
+        assert!(b.namespaces.iter().all(|e| e.records == 2));
+        assert_eq!(b.overflow_records, 20);
         assert_eq!(cut("aé".as_bytes(), 2), b"a");
     }
 }
