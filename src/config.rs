@@ -52,6 +52,67 @@ pub struct Config {
     /// `[classify]`: extra classification rules.
     #[serde(default)]
     pub classify: ClassifyConfig,
+    /// `[admin]`: the HTTP admin listener (metrics, health, status page).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event (`timestamp`, `level`, `target`, `fields`).
+    Json,
+}
+
+/// `[admin]`: the HTTP admin listener ([`crate::admin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `ip:port` of the admin listener; `""` (the default when the section is absent) turns it
+    /// off. The shipped config sets `127.0.0.1:9514`.
+    pub address: String,
+    /// Namespaces exported with their own label in `/metrics` (the most active ones); the rest
+    /// are summed under `namespace="other"`.
+    pub top_namespaces: usize,
+    /// Event categories counted as failures: kept in the last-failures list and shown per
+    /// namespace on the status page.
+    pub failure_categories: Vec<String>,
+    /// Seconds between the status page's chart samples (1 .. 60).
+    pub sample_interval_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: String::new(),
+            top_namespaces: 20,
+            failure_categories: crate::stats::DEFAULT_FAILURE_CATEGORIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            sample_interval_secs: 5,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin listener's address, `None` when it is off.
+    pub fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        self.address.parse().map(Some).map_err(|e| {
+            ConfigError(format!(
+                "admin.address: invalid socket address {:?} ({e}); expected ip:port, e.g. \
+                 \"127.0.0.1:9514\", or \"\" for no admin listener",
+                self.address
+            ))
+        })
+    }
 }
 
 /// `[server]`.
@@ -67,6 +128,8 @@ pub struct ServerConfig {
     /// Most bytes of reads and their JSON on the way to the outputs, all connections together;
     /// when spent, connections stop reading until outputs catch up (backpressure).
     pub max_inflight_bytes: usize,
+    /// `text` (default) or `json` log lines on stderr.
+    pub log_format: LogFormat,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +139,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             log_level: "info".to_string(),
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -580,6 +644,30 @@ impl Config {
             );
         }
         let classifier = self.classifier()?;
+        self.admin.socket_addr()?;
+        if !(1..=1000).contains(&self.admin.top_namespaces) {
+            return err(
+                "admin.top_namespaces".into(),
+                format!("{} is out of range 1..=1000", self.admin.top_namespaces),
+            );
+        }
+        if !(1..=60).contains(&self.admin.sample_interval_secs) {
+            return err(
+                "admin.sample_interval_secs".into(),
+                format!("{} is out of range 1..=60", self.admin.sample_interval_secs),
+            );
+        }
+        for c in &self.admin.failure_categories {
+            if !classifier.categories().iter().any(|k| k == c) {
+                return err(
+                    "admin.failure_categories".into(),
+                    format!(
+                        "unknown category {c:?}; known: {}",
+                        classifier.categories().join(", ")
+                    ),
+                );
+            }
+        }
         let mut names: Vec<&str> = Vec::new();
         for (i, o) in self.output.iter().enumerate() {
             let key = |k: &str| format!("output[{i}] {:?}.{k}", o.name);
@@ -662,6 +750,50 @@ mod tests {
         match Config::from_toml(&format!("{BASE}{output}")) {
             Ok(_) => panic!("accepted: {output}"),
             Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn admin_and_log_format_keys_are_checked() {
+        let base = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"o\"\ntype = \"stdout\"\n";
+        let ok = Config::from_toml(base).unwrap();
+        assert_eq!(
+            ok.admin.socket_addr(),
+            Ok(None),
+            "no [admin]: no admin listener"
+        );
+        assert_eq!(ok.server.log_format, LogFormat::Text);
+        let on = Config::from_toml(&format!(
+            "[server]\nlog_format = \"json\"\n[admin]\naddress = \"127.0.0.1:9514\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(on.server.log_format, LogFormat::Json);
+        assert_eq!(on.admin.top_namespaces, 20);
+        assert!(on.admin.socket_addr().unwrap().is_some());
+        for (text, needles) in [
+            (
+                "[admin]\naddress = \"localhost\"\n",
+                &["admin.address", "ip:port"][..],
+            ),
+            (
+                "[admin]\ntop_namespaces = 0\n",
+                &["admin.top_namespaces", "1..=1000"],
+            ),
+            (
+                "[admin]\nsample_interval_secs = 0\n",
+                &["admin.sample_interval_secs"],
+            ),
+            (
+                "[admin]\nfailure_categories = [\"nope\"]\n",
+                &["admin.failure_categories", "nope", "back_off"],
+            ),
+            ("[admin]\nport = 1\n", &["port"]),
+            ("[server]\nlog_format = \"xml\"\n", &["xml"]),
+        ] {
+            let e = Config::from_toml(&format!("{text}{base}")).unwrap_err().0;
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
         }
     }
 
