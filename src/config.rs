@@ -435,8 +435,13 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             return err(
                 k,
                 format!(
-                    "does not apply to type {:?} (only to \"syslog\")",
-                    o.kind.as_str()
+                    "does not apply to type {:?} (only to \"syslog\"{})",
+                    o.kind.as_str(),
+                    if matches!(*k, "tls" | "connect_timeout_ms") {
+                        " and \"http\""
+                    } else {
+                        ""
+                    }
                 ),
             );
         }

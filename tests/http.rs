@@ -44,6 +44,9 @@ enum Answer {
     Items(Vec<u16>),
     /// Close the listener and this connection without answering.
     Die,
+    /// Answer nothing for 5 s, then close the connection (the output's request timeout is
+    /// shorter).
+    Stall,
 }
 
 /// Decides the answer from the request's number (0-based) and its records.
@@ -329,6 +332,10 @@ async fn handle(
             kill(&st);
             return Err(std::io::Error::other("receiver dies"));
         }
+        Answer::Stall => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return Err(std::io::Error::other("receiver stalled"));
+        }
         Answer::Ok => {
             lock(&st.accepted).extend(records.iter().cloned());
             let body = if st.enc == Enc::Bulk {
@@ -401,7 +408,7 @@ fn assert_same(got: &[Value], want: &[Value], what: &str) {
 fn http_output(addr: SocketAddr, extra: &str) -> String {
     format!(
         "[[output]]\nname = \"http\"\ntype = \"http\"\nurl = \"http://{addr}/in\"\n\
-         flush_interval_ms = 50\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n{extra}\n"
+         flush_interval_ms = 50\nconnect_timeout_ms = 500\n{extra}\n"
     )
 }
 
@@ -442,6 +449,11 @@ async fn json_webhook_batches_and_filter() {
     assert!(*lock(&rx.state.requests) >= N / 300);
     assert_eq!(m.outputs[1].records.load(Relaxed), N as u64);
     assert_eq!(m.outputs[1].errors.load(Relaxed), 0);
+    assert_eq!(
+        m.outputs[1].reconnects.load(Relaxed),
+        0,
+        "one kept-alive connection"
+    );
 
     // The issue's config shape: only two categories go out.
     let rx = Receiver::start(Enc::Json, Box::new(|_, _| Answer::Ok)).await;
@@ -604,16 +616,20 @@ async fn elasticsearch_bulk_item_errors() {
     assert!(o.errors.load(Relaxed) >= 1);
 }
 
-/// 500, 503 and 429 are retried (nothing lost, nothing twice); a 400 is not retried: its
-/// batch is dead-lettered, and the ones after it go through.
+/// 500, 503, 429, 408 and no answer within `request_timeout_ms` are retried (nothing lost,
+/// nothing twice); a 400 is not retried: its batch is dead-lettered, and the ones after it go
+/// through.
 #[tokio::test]
 async fn statuses_retried_or_dead_lettered() {
-    // Requests 0..3 fail (500, 503, 429), request 5 gets a 400, the rest succeed.
+    // Requests 0..5 fail (500, 503, 429, 408, no answer), request 7 gets a 400, the rest
+    // succeed.
     let script: Script = Box::new(|n, _| match n {
         0 => Answer::Status(500),
         1 => Answer::Status(503),
         2 => Answer::Status(429),
-        5 => Answer::Status(400),
+        3 => Answer::Status(408),
+        4 => Answer::Stall,
+        7 => Answer::Status(400),
         _ => Answer::Ok,
     });
     let rx = Receiver::start(Enc::Json, script).await;
@@ -626,7 +642,7 @@ async fn statuses_retried_or_dead_lettered() {
             rx.addr,
             &format!(
                 "encoding = \"json\"\nheaders = {{ X-Test = \"yes\" }}\nbatch_max_records = 100\n\
-                 dead_letter_path = {:?}\n",
+                 dead_letter_path = {:?}\nrequest_timeout_ms = 300\n",
                 dl.display().to_string()
             ),
         ),
@@ -660,7 +676,8 @@ async fn statuses_retried_or_dead_lettered() {
         .collect();
     assert_same(&dead, &refused, "dead letters");
     let o = &m.outputs[1];
-    assert_eq!(o.errors.load(Relaxed), 3, "500, 503, 429");
+    assert_eq!(o.errors.load(Relaxed), 5, "500, 503, 429, 408, timeout");
+    assert_eq!(o.reconnects.load(Relaxed), 1, "after the timeout");
     assert_eq!(o.dead_letters.load(Relaxed), refused.len() as u64);
     assert_eq!(o.records.load(Relaxed), (N - refused.len()) as u64);
 }
