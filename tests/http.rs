@@ -87,6 +87,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Receiver {
     addr: SocketAddr,
     state: Arc<State>,
+    /// HTTPS when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Receiver {
@@ -95,6 +97,15 @@ impl Receiver {
     }
 
     async fn start_on(addr: &str, enc: Enc, script: Script) -> Receiver {
+        Receiver::start_tls(addr, enc, script, None).await
+    }
+
+    async fn start_tls(
+        addr: &str,
+        enc: Enc,
+        script: Script,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
         let l = TcpListener::bind(addr).await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let state = Arc::new(State {
@@ -110,7 +121,7 @@ impl Receiver {
             accept: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
         });
-        let r = Receiver { addr, state };
+        let r = Receiver { addr, state, tls };
         r.serve(l);
         r
     }
@@ -123,18 +134,33 @@ impl Receiver {
 
     fn serve(&self, l: TcpListener) {
         let state = self.state.clone();
+        let tls = self.tls.clone();
         let h = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
                 let st = state.clone();
+                let tls = tls.clone();
                 let conn = tokio::spawn(async move {
                     let st2 = st.clone();
                     let svc = service_fn(move |req| handle(st2.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
+                    let b = http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(s) = acceptor.accept(s).await else {
+                                lock(&st.violations).push("TLS handshake failed".into());
+                                return;
+                            };
+                            if s.get_ref().1.alpn_protocol() != Some(b"http/1.1") {
+                                lock(&st.violations).push("ALPN is not http/1.1".into());
+                            }
+                            let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                    }
                 });
                 lock(&state.conns).push(conn.abort_handle());
             }
@@ -785,4 +811,84 @@ async fn receiver_killed_and_restarted() {
     rx.check_wire();
     assert!(m.outputs[1].reconnects.load(Relaxed) >= 1);
     assert!(m.outputs[1].retries.load(Relaxed) >= 1);
+}
+
+/// HTTPS: the receiver's certificate verified against `[output.tls] ca` (made at test time),
+/// HTTP/1.1 by ALPN; a receiver whose certificate that CA did not sign gets nothing.
+#[tokio::test]
+async fn https_with_configured_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().expect("key");
+        let pem = p.self_signed(&key).expect("CA").pem();
+        (pem, Issuer::new(p, key))
+    };
+    let (ca_pem, issuer) = ca("test CA");
+    let (other_pem, _) = ca("other CA");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &issuer).expect("cert");
+    let ca_path = dir.path().join("ca.pem");
+    let other_path = dir.path().join("other.pem");
+    std::fs::write(&ca_path, &ca_pem).expect("write");
+    std::fs::write(&other_path, &other_pem).expect("write");
+    let certs = vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert pem")];
+    let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key pem");
+    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+
+    for (ca, ok) in [(&ca_path, true), (&other_path, false)] {
+        let rx = Receiver::start_tls(
+            "127.0.0.1:0",
+            Enc::Json,
+            Box::new(|_, _| Answer::Ok),
+            Some(acceptor.clone()),
+        )
+        .await;
+        let sink = start(
+            "",
+            "",
+            &format!(
+                "[[output]]\nname = \"http\"\ntype = \"http\"\n\
+                 url = \"https://localhost:{}/in\"\nheaders = {{ X-Test = \"yes\" }}\n\
+                 flush_interval_ms = 50\n[output.tls]\nca = {:?}\n",
+                rx.addr.port(),
+                ca.display().to_string()
+            ),
+        )
+        .await;
+        send(sink.addr, &pks(), 10).await;
+        let m = sink.metrics.clone();
+        if ok {
+            let got = rx.wait_accepted(N).await;
+            let stopped = sink.stop().await;
+            assert_same(&got, &stopped, "records over https");
+            rx.check_wire();
+        } else {
+            wait_until(
+                || m.outputs[1].errors.load(Relaxed) >= 2,
+                "refused handshakes",
+            )
+            .await;
+            assert_eq!(*lock(&rx.state.requests), 0);
+            assert_eq!(m.outputs[1].records.load(Relaxed), 0);
+            // Records are kept (not dead-lettered) while the receiver cannot be trusted.
+            assert_eq!(m.outputs[1].dead_letters.load(Relaxed), 0);
+        }
+    }
 }
