@@ -642,21 +642,34 @@ async fn elasticsearch_bulk_item_errors() {
     assert!(o.errors.load(Relaxed) >= 1);
 }
 
-/// 500, 503, 429, 408 and no answer within `request_timeout_ms` are retried (nothing lost,
-/// nothing twice); a 400 is not retried: its batch is dead-lettered, and the ones after it go
-/// through.
+/// 500, 503 and 429 are retried (nothing lost, nothing twice); a 400 is not retried: its
+/// batch is dead-lettered, and the ones after it go through.
 #[tokio::test]
 async fn statuses_retried_or_dead_lettered() {
-    // Requests 0..5 fail (500, 503, 429, 408, no answer), request 7 gets a 400, the rest
-    // succeed.
-    let script: Script = Box::new(|n, _| match n {
-        0 => Answer::Status(500),
-        1 => Answer::Status(503),
-        2 => Answer::Status(429),
-        3 => Answer::Status(408),
-        4 => Answer::Stall,
-        7 => Answer::Status(400),
-        _ => Answer::Ok,
+    let failures = [
+        Answer::Status(500),
+        Answer::Status(503),
+        Answer::Status(429),
+    ];
+    retried_then_400(&failures, 0).await;
+}
+
+/// 408 and no answer within `request_timeout_ms` (the connection is then replaced) are
+/// retried too.
+#[tokio::test]
+async fn timeouts_retried() {
+    retried_then_400(&[Answer::Status(408), Answer::Stall], 1).await;
+}
+
+/// The first requests get `failures` (each retried: the run loop's backoff doubles, so a few
+/// per test keep it short), request `failures.len() + 2` a 400, the rest succeed.
+async fn retried_then_400(failures: &[Answer], reconnects: u64) {
+    let f = failures.to_vec();
+    let bad = f.len() + 2;
+    let script: Script = Box::new(move |n, _| match f.get(n) {
+        Some(a) => a.clone(),
+        None if n == bad => Answer::Status(400),
+        None => Answer::Ok,
     });
     let rx = Receiver::start(Enc::Json, script).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -702,8 +715,16 @@ async fn statuses_retried_or_dead_lettered() {
         .collect();
     assert_same(&dead, &refused, "dead letters");
     let o = &m.outputs[1];
-    assert_eq!(o.errors.load(Relaxed), 5, "500, 503, 429, 408, timeout");
-    assert_eq!(o.reconnects.load(Relaxed), 1, "after the timeout");
+    assert_eq!(
+        o.errors.load(Relaxed),
+        failures.len() as u64,
+        "{failures:?}"
+    );
+    assert_eq!(
+        o.reconnects.load(Relaxed),
+        reconnects,
+        "after a timeout only"
+    );
     assert_eq!(o.dead_letters.load(Relaxed), refused.len() as u64);
     assert_eq!(o.records.load(Relaxed), (N - refused.len()) as u64);
 }
