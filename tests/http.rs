@@ -376,7 +376,7 @@ async fn handle(
             (200, body)
         }
         Answer::Status(s) => {
-            if (400..500).contains(&s) && s != 408 && s != 429 {
+            if (400..500).contains(&s) && s != 408 && s != 429 && (s != 413 || records.len() == 1) {
                 lock(&st.refused).extend(records.iter().cloned());
             }
             (s, format!("{{\"error\":\"scripted {s}\"}}"))
@@ -912,4 +912,38 @@ async fn https_with_configured_ca() {
             assert_eq!(m.outputs[1].dead_letters.load(Relaxed), 0);
         }
     }
+}
+
+/// A receiver that answers 413 to requests of more than 50 records: the output halves its
+/// batches until they pass; nothing is dead-lettered or lost.
+#[tokio::test]
+async fn too_large_halves_batches() {
+    let rx = Receiver::start(
+        Enc::Json,
+        Box::new(|_, recs| {
+            if recs.len() > 50 {
+                Answer::Status(413)
+            } else {
+                Answer::Ok
+            }
+        }),
+    )
+    .await;
+    let sink = start(
+        "",
+        "",
+        &http_output(
+            rx.addr,
+            "headers = { X-Test = \"yes\" }\nbatch_max_records = 400\n",
+        ),
+    )
+    .await;
+    send(sink.addr, &pks(), 11).await;
+    let got = rx.wait_accepted(N).await;
+    let m = sink.metrics.clone();
+    let stopped = sink.stop().await;
+    assert_same(&got, &stopped, "records after 413s");
+    assert!(rx.refused().is_empty());
+    assert_eq!(m.outputs[1].dead_letters.load(Relaxed), 0);
+    assert_eq!(m.outputs[1].errors.load(Relaxed), 0);
 }

@@ -29,6 +29,8 @@
 //!   while the queue fills and the listeners slow down): connection errors, timeouts, 408, 429,
 //!   5xx, 3xx, an answer that cannot be read; bulk items with status 408, 429 or 5xx (only
 //!   those items are sent again).
+//! - 413 (payload too large) for a request of several records: the output halves its records
+//!   per request (for good) and sends them again; a single record answered 413 is dead-lettered.
 //! - Dead-lettered (never retried): any other 4xx answer (the whole batch), bulk items with any
 //!   other error status (mapping errors...). They are appended to `dead_letter_path` as JSON
 //!   lines `{"dead_lettered_at","output","status","reason","record"}`, counted
@@ -516,6 +518,8 @@ enum Outcome {
     Retry(io::Error),
     /// Refused for good: dead-letter all.
     Refused(u16, String),
+    /// 413 for more than one record: send fewer per request.
+    TooLarge(String),
     /// Elasticsearch bulk: per record, accepted / retry / refused.
     Items(Vec<Item>),
 }
@@ -543,6 +547,8 @@ pub struct HttpOutput {
     fields: Fields,
     batch_max_bytes: usize,
     batch_max_records: usize,
+    /// Records per request now: `batch_max_records`, halved after each 413 answer.
+    records_cap: usize,
     connect_timeout: Duration,
     request_timeout: Duration,
     conn: Option<SendRequest<Full<Bytes>>>,
@@ -660,6 +666,7 @@ impl HttpOutput {
             fields: Fields::new(),
             batch_max_bytes: cfg.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
             batch_max_records: cfg.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS),
+            records_cap: cfg.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS),
             connect_timeout: Duration::from_millis(
                 cfg.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
             ),
@@ -719,7 +726,7 @@ impl HttpOutput {
     fn next_len(&self) -> usize {
         let mut bytes = 0;
         let mut n = 0;
-        for r in self.pending.iter().take(self.batch_max_records) {
+        for r in self.pending.iter().take(self.records_cap) {
             if n > 0 && bytes + r.line.len() > self.batch_max_bytes {
                 break;
             }
@@ -932,6 +939,13 @@ impl HttpOutput {
                 Ok(())
             }
             Outcome::Retry(e) => Err(e),
+            Outcome::TooLarge(reason) => {
+                self.records_cap = (n / 2).max(1);
+                tracing::warn!(output = %self.name(), records = n, now = self.records_cap,
+                    reason = %reason,
+                    "receiver refused a request as too large (413); sending fewer records per request from now on");
+                Ok(())
+            }
             Outcome::Refused(status, reason) => {
                 let fates = vec![Item::Refused(status, reason); n];
                 self.settle(fates).await
@@ -954,6 +968,9 @@ impl HttpOutput {
             };
         }
         let reason = excerpt(body);
+        if code == 413 && n > 1 {
+            return Outcome::TooLarge(reason);
+        }
         if retriable(code) {
             Outcome::Retry(io::Error::other(format!("HTTP {status}: {reason}")))
         } else {
