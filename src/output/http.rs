@@ -124,7 +124,23 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
         return err("url", "is required for type \"http\"".into());
     };
     let encoding = o.encoding.unwrap_or_default();
-    Target::parse(url, encoding).map_err(|why| ConfigError(format!("{}: {why}", key("url"))))?;
+    let target = Target::parse(url, encoding)
+        .map_err(|why| ConfigError(format!("{}: {why}", key("url"))))?;
+    if target.https {
+        let name = o.tls.as_ref().and_then(|t| t.server_name.clone());
+        let k = if name.is_some() {
+            "tls.server_name"
+        } else {
+            "url"
+        };
+        let name = name.unwrap_or(target.host);
+        if ServerName::try_from(name.clone()).is_err() {
+            return err(
+                k,
+                format!("{name:?} is not a DNS name or IP address for TLS"),
+            );
+        }
+    }
     let hec = encoding == HttpEncoding::SplunkHec;
     let es = encoding == HttpEncoding::ElasticsearchBulk;
     match (&o.token, hec) {
@@ -1423,6 +1439,10 @@ mod config_tests {
             (
                 "type = \"http\"\nurl = \"https://x\"\n[output.tls]\nca = \"/nonexistent/ca.pem\"\n",
                 &["tls.ca", "/nonexistent/ca.pem"],
+            ),
+            (
+                "type = \"http\"\nurl = \"https://x\"\n[output.tls]\nca = \"c\"\nserver_name = \"a b\"\n",
+                &["tls.server_name", "\"a b\""],
             ),
             (
                 "type = \"http\"\nurl = \"http://x\"\npath = \"p\"\n",
