@@ -4,6 +4,8 @@
 #
 #   bash benches/e2e.sh                          # 1M messages, 3 rounds, 1 and 4 connections
 #   N=200000 REPS=1 CONNS="1" SERVERS="generic rsyslog" bash benches/e2e.sh
+#   E2E_SERVER_EXTRA="max_inflight_bytes = 8388608" CONNS=64 SERVERS=generic bash benches/e2e.sh
+#                                                  # extra [server] lines for syslog-sink
 #
 # The harness verifies every message arrived exactly once and every line is JSON.
 set -euo pipefail
@@ -23,6 +25,7 @@ CFG="$WORK/syslog-sink-bench.toml"
 cat > "$CFG" <<TOML
 [server]
 summary_interval_secs = 0
+${E2E_SERVER_EXTRA:-}
 [[listen]]
 address = "127.0.0.1:$PORT"
 [[output]]

@@ -170,6 +170,7 @@ fn make_batches(lines: &[Vec<u8>], n: usize) -> Vec<Arc<Batch>> {
             all: 1,
             any: 1,
             frames: Vec::new(),
+            budget: None,
         }));
     }
     out

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Log filter (`info`, `debug`, `syslog_sink::server=debug,info`); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Most bytes of reads and their JSON on the way to the outputs, all connections together;
+    /// when spent, connections stop reading until outputs catch up (backpressure).
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,9 +76,14 @@ impl Default for ServerConfig {
             summary_interval_secs: 10,
             shutdown_grace_secs: 30,
             log_level: "info".to_string(),
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
         }
     }
 }
+
+/// Default `[server] max_inflight_bytes` (16 MiB): with the PKS mix, 64 busy connections
+/// stay under 64 MiB resident (BENCHMARKS.md), and one connection never waits for it.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 << 20;
 
 /// What a listener does when `max_connections` are open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -251,6 +259,14 @@ pub struct OutputConfig {
     /// `syslog`, `http`: give up one connection attempt after this many milliseconds (default
     /// 5000).
     pub connect_timeout_ms: Option<u64>,
+    /// `syslog`: TCP keepalive probes after this many idle seconds (default 60; 0 = off), so a
+    /// receiver that vanished while the connection was idle is noticed.
+    pub keepalive_secs: Option<u64>,
+    /// `syslog`: drop the connection when written data stays unacknowledged by the receiver's
+    /// TCP this long (Linux `TCP_USER_TIMEOUT`; default 30000; 0 = the kernel's own, minutes).
+    /// A receiver that is alive but not reading still acknowledges the window probes: that is
+    /// backpressure, not a timeout.
+    pub write_timeout_ms: Option<u64>,
     /// `syslog`: longest wait between reconnection attempts (default 30000).
     pub max_backoff_ms: Option<u64>,
     /// `syslog`: a written batch counts as delivered once the connection was still open this
@@ -341,6 +357,10 @@ pub struct ForwardTlsConfig {
 
 /// Default `connect_timeout_ms` of a `syslog` output.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
+/// Default `keepalive_secs` of a `syslog` output.
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 60;
+/// Default `write_timeout_ms` of a `syslog` output.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Default `max_backoff_ms` of a `syslog` output.
 pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
 /// Default `confirm_after_ms` of a `syslog` output.
@@ -427,6 +447,8 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
                 "connect_timeout_ms",
                 o.connect_timeout_ms.is_some() && !http,
             ),
+            ("keepalive_secs", o.keepalive_secs.is_some()),
+            ("write_timeout_ms", o.write_timeout_ms.is_some()),
             ("max_backoff_ms", o.max_backoff_ms.is_some()),
             ("confirm_after_ms", o.confirm_after_ms.is_some()),
             ("max_unconfirmed_bytes", o.max_unconfirmed_bytes.is_some()),
@@ -458,6 +480,8 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
     }
     for (k, v, lo, hi) in [
         ("connect_timeout_ms", o.connect_timeout_ms, 1, 600_000),
+        ("keepalive_secs", o.keepalive_secs, 0, 86_400),
+        ("write_timeout_ms", o.write_timeout_ms, 0, 3_600_000),
         ("max_backoff_ms", o.max_backoff_ms, 1, 3_600_000),
         ("confirm_after_ms", o.confirm_after_ms, 1, 600_000),
     ] {
@@ -528,6 +552,13 @@ impl Config {
             return err(
                 "server.log_level".into(),
                 format!("{:?} is not a log filter ({e})", self.server.log_level),
+            );
+        }
+        let inflight = self.server.max_inflight_bytes;
+        if !(1 << 20..=1 << 36).contains(&inflight) {
+            return err(
+                "server.max_inflight_bytes".into(),
+                format!("{inflight} is out of range 1048576..=68719476736 (1 MiB .. 64 GiB)"),
             );
         }
         let mut addrs = Vec::new();

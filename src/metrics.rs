@@ -48,6 +48,8 @@ pub struct Metrics {
     pub rate_limit_paused_ms: AtomicU64,
     /// Reads shortened because the connection's buffer was at `max_buffered_bytes`.
     pub buffer_limit_hits: AtomicU64,
+    /// Times a connection waited for the in-flight budget (`[server] max_inflight_bytes`).
+    pub budget_waits: AtomicU64,
     /// TLS connections refused in the handshake (no or bad client certificate, name not
     /// allowed, protocol error, handshake timeout).
     pub tls_handshake_failures: AtomicU64,
@@ -138,6 +140,7 @@ impl Metrics {
             ("rate_limit_pauses", &self.rate_limit_pauses),
             ("rate_limit_paused_ms", &self.rate_limit_paused_ms),
             ("buffer_limit_hits", &self.buffer_limit_hits),
+            ("budget_waits", &self.budget_waits),
         ] {
             let v = c.load(Relaxed);
             if v > 0 {

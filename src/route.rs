@@ -5,11 +5,17 @@
 //! `Arc<Batch>` to every output that wants any line of it. Sending waits while an output's queue
 //! is full: the connection then stops reading its socket, and TCP pushes back on the sender.
 //! Nothing is dropped.
+//!
+//! Memory in flight is bounded for the whole process, whatever the number of connections, by a
+//! [`Budget`] (`[server] max_inflight_bytes`): a connection takes its share for the bytes of each
+//! read before handing the frames on, and for the JSON made of them before routing the batch;
+//! the share goes back when the last output is done with the batch. When the budget is spent,
+//! connections stop reading (the same TCP backpressure as a full queue).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::classify::{Classifier, K8sKind};
 use crate::config::{ConfigError, FilterConfig};
@@ -29,6 +35,8 @@ pub struct Batch {
     pub any: u64,
     /// The frames the lines were made from, in the same order.
     pub frames: Vec<Frame>,
+    /// Its share of the in-flight [`Budget`], given back when the last output drops the batch.
+    pub budget: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// One line of a [`Batch`].
@@ -163,6 +171,49 @@ impl Filter {
     }
 }
 
+/// A process-wide bound on the bytes held by reads and batches on their way to the outputs.
+///
+/// Counted in KiB (rounded up); one take is capped at the whole budget so that a single large
+/// read can always go through once the others are done.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    /// The whole budget in KiB.
+    kib: u32,
+}
+
+/// A share of the [`Budget`].
+pub type Share = OwnedSemaphorePermit;
+
+impl Budget {
+    /// A budget of `bytes` (at least 1 KiB).
+    pub fn new(bytes: usize) -> Budget {
+        let kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        Budget {
+            sem: Arc::new(Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// Takes a share for `bytes`, waiting until that much is free; `None` only if the budget
+    /// was closed (never, in practice).
+    pub async fn take(&self, bytes: usize) -> Option<Share> {
+        let kib = bytes.div_ceil(1024).min(self.kib as usize) as u32;
+        self.sem.clone().acquire_many_owned(kib).await.ok()
+    }
+
+    /// Takes a share for `bytes` if that much is free now.
+    pub fn try_take(&self, bytes: usize) -> Option<Share> {
+        let kib = bytes.div_ceil(1024).min(self.kib as usize) as u32;
+        self.sem.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// Bytes of the budget in use now.
+    pub fn in_use(&self) -> usize {
+        (self.kib as usize - self.sem.available_permits()) * 1024
+    }
+}
+
 /// The queue into one output.
 #[derive(Debug, Clone)]
 struct Route {
@@ -175,6 +226,8 @@ struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Vec<Route>,
+    /// The in-flight memory bound shared by every connection; none = unbounded (tests).
+    budget: Option<Budget>,
 }
 
 /// The output side of a route: what an output task reads.
@@ -188,6 +241,19 @@ impl Router {
     /// An empty router.
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// A router whose connections share an in-flight budget of `bytes`.
+    pub fn with_budget(bytes: usize) -> Router {
+        Router {
+            routes: Vec::new(),
+            budget: Some(Budget::new(bytes)),
+        }
+    }
+
+    /// The in-flight budget, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
     }
 
     /// Adds an output with a queue of `capacity` batches; returns the receiving end.
@@ -253,6 +319,7 @@ mod tests {
             all,
             any,
             frames: Vec::new(),
+            budget: None,
         }
     }
 
@@ -315,6 +382,30 @@ mod tests {
             ..FilterConfig::default()
         };
         assert!(Filter::new(&bad, &classifier).is_err());
+    }
+
+    #[tokio::test]
+    async fn budget_waits_until_shares_come_back_and_caps_one_take() {
+        let budget = Budget::new(10 * 1024);
+        let a = budget.try_take(6 * 1024).unwrap();
+        assert_eq!(budget.in_use(), 6 * 1024);
+        // 1 byte counts as a whole KiB; 5 KiB do not fit next to 6.
+        assert!(budget.try_take(5 * 1024).is_none());
+        let b = budget.try_take(1).unwrap();
+        assert_eq!(budget.in_use(), 7 * 1024);
+        let waiting = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.take(4 * 1024).await.map(|s| s.num_permits()) })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        assert_eq!(waiting.await.unwrap(), Some(4));
+        drop(b);
+        // More than the whole budget is capped at the whole budget: it can always go through.
+        let all = budget.take(1 << 30).await.unwrap();
+        assert_eq!(all.num_permits(), 10);
+        assert_eq!(budget.in_use(), 10 * 1024);
     }
 
     #[tokio::test]

@@ -2,10 +2,12 @@
 //!
 //! [`Server::start`] binds every `[[listen]]` socket and starts every output. Each
 //! [`Listener`] accepts connections under a connection limit (a semaphore) and gives each one
-//! two tasks: the *reader* ([`Handler`]) reads into one `BytesMut` and cuts it into frames
-//! (zero-copy `Bytes`), the *processor* parses, classifies and encodes a whole read's frames into
-//! one batch and hands it to the [`Router`]. A bounded channel (two reads) joins them, so one
-//! connection keeps two cores busy, and a full output queue stops the reads (TCP backpressure).
+//! three tasks: the *reader* ([`Handler`]) reads into one `BytesMut` and cuts it into frames
+//! (zero-copy `Bytes`), and two *processors* take its reads in turn, each parsing, classifying
+//! and encoding a whole read's frames into one batch and handing it to the [`Router`] when the
+//! batch of the read before has gone (a ring of turns keeps the connection's records in order).
+//! Bounded channels (one read per processor) join them, so one connection keeps both cores
+//! busy, and a full output queue or a spent in-flight budget stops the reads (TCP backpressure).
 //!
 //! A listener with `[listen.tls]` does the TLS handshake ([`crate::tls`]) in the connection's
 //! task, after the permit is taken and under the handshake timeout; the reader is generic over
@@ -41,11 +43,18 @@ use crate::output::{
 };
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
-use crate::route::{Batch, Filter, Line, Router};
+use crate::route::{Batch, Budget, Filter, Line, Router, Share};
 use crate::tls::{TlsListener, TlsReload};
 
-/// Reads waiting between a connection's reader and its processor.
-const READS_IN_FLIGHT: usize = 2;
+/// A read's share of the in-flight budget, in multiples of its frames' bytes: the frames
+/// themselves and the JSON records made of them (about 1.5 times their size, more for short
+/// messages).
+const INFLIGHT_FACTOR: usize = 3;
+/// Processors per connection: reads go to them in turn and their batches leave in read order,
+/// so one busy connection can use more than one core for parsing and encoding.
+const PROCESSORS: usize = 2;
+/// Reads waiting between a connection's reader and each of its processors.
+const READS_IN_FLIGHT: usize = 1;
 /// At shutdown, a connection is read until it has been quiet this long.
 const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
 /// At most one "connection refused" log line per this interval.
@@ -86,7 +95,7 @@ impl Server {
         let classifier = Arc::new(config.classifier()?);
         let output_names: Vec<String> = config.output.iter().map(|o| o.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(classifier.categories(), &output_names));
-        let mut router = Router::new();
+        let mut router = Router::with_budget(config.server.max_inflight_bytes);
         let mut outputs = Vec::new();
         for (i, o) in config.output.iter().enumerate() {
             let filter =
@@ -370,19 +379,36 @@ struct Connection {
 }
 
 impl Connection {
-    /// Starts the processor and reads `stream` (plain TCP or TLS) until it ends.
+    /// Starts the processors and reads `stream` (plain TCP or TLS) until it ends.
     async fn run<S: AsyncRead + Unpin + Send>(self, stream: S, peer_cert: Option<String>) {
-        let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
-        self.tracker.spawn(process(
-            rx,
-            self.peer.to_string(),
-            peer_cert,
-            self.cfg.format,
-            self.classifier.clone(),
-            self.router,
-            self.metrics.clone(),
-        ));
+        let budget = self.router.budget().cloned();
+        let peer = self.peer.to_string();
+        // A ring of turns: processor i routes its batch once processor i-1 has routed the
+        // read before it. The first holds the first turn.
+        let turns: Vec<_> = (0..PROCESSORS).map(|_| mpsc::channel::<()>(1)).collect();
+        let (turn_txs, turn_rxs): (Vec<_>, Vec<_>) = turns.into_iter().unzip();
+        let _ = turn_txs[0].try_send(());
+        let mut txs = Vec::with_capacity(PROCESSORS);
+        for (i, my_turn) in turn_rxs.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(READS_IN_FLIGHT);
+            txs.push(tx);
+            self.tracker.spawn(process(
+                rx,
+                Turn {
+                    mine: my_turn,
+                    next: turn_txs[(i + 1) % PROCESSORS].clone(),
+                },
+                peer.clone(),
+                peer_cert.clone(),
+                self.cfg.format,
+                self.classifier.clone(),
+                self.router.clone(),
+                self.metrics.clone(),
+            ));
+        }
+        drop(turn_txs);
         let handler = Handler {
+            budget,
             stream,
             peer: self.peer,
             peer_guard: self.peer_guard,
@@ -390,8 +416,33 @@ impl Connection {
             metrics: self.metrics,
             shutdown: self.shutdown,
         };
-        handler.run(tx).await;
+        handler.run(Dispatch { txs, next: 0 }).await;
     }
+}
+
+/// The reader's side of the processors: hands each read to the next processor in turn.
+#[derive(Debug)]
+struct Dispatch {
+    txs: Vec<mpsc::Sender<Read>>,
+    next: usize,
+}
+
+impl Dispatch {
+    /// Sends `read` to the next processor; `Err` when it is gone.
+    async fn send(&mut self, read: Read) -> Result<(), ()> {
+        let tx = &self.txs[self.next];
+        self.next = (self.next + 1) % self.txs.len();
+        tx.send(read).await.map_err(|_| ())
+    }
+}
+
+/// A processor's place in the ring of turns that keeps batches in read order.
+#[derive(Debug)]
+struct Turn {
+    /// Receives the turn when the previous read's batch has been routed.
+    mine: mpsc::Receiver<()>,
+    /// Passes the turn on to the processor of the next read.
+    next: mpsc::Sender<()>,
 }
 
 /// Why a connection's reader stopped.
@@ -419,11 +470,34 @@ struct Handler<S> {
     metrics: Arc<Metrics>,
     /// Cancelled at shutdown.
     shutdown: CancellationToken,
+    /// The process's in-flight memory bound: each read's frames take their share before they go on.
+    budget: Option<Budget>,
 }
 
+/// One read's frames and their share of the in-flight budget.
+type Read = (Vec<Frame>, Option<Share>);
+
 impl<S: AsyncRead + Unpin + Send> Handler<S> {
+    /// Takes the in-flight share of `frames`, waiting (and so not reading) while the budget is
+    /// spent; at shutdown the frames go on without one. One take per read, for the frames and
+    /// the JSON to be made of them (`INFLIGHT_FACTOR` times the frames' bytes): a connection
+    /// never holds a share while waiting for another, so the budget cannot deadlock.
+    async fn share(&self, frames: &[Frame]) -> Option<Share> {
+        let budget = self.budget.as_ref()?;
+        let bytes = INFLIGHT_FACTOR * frames.iter().map(|f| f.data.len()).sum::<usize>();
+        if let Some(s) = budget.try_take(bytes) {
+            return Some(s);
+        }
+        self.metrics.budget_waits.fetch_add(1, Relaxed);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            s = budget.take(bytes) => s,
+        }
+    }
+
     /// Reads until EOF, idle timeout, error or shutdown; sends each read's frames to the processor.
-    async fn run(mut self, tx: mpsc::Sender<Vec<Frame>>) {
+    async fn run(mut self, mut tx: Dispatch) {
         let started = Instant::now();
         let read_size = self.cfg.read_buffer_bytes;
         let max_buffered = self.cfg.max_buffered();
@@ -456,8 +530,11 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
             let n_frames = frames.len();
             frames_total += n_frames as u64;
             framing_errors += count_errors(&frames);
-            if !frames.is_empty() && tx.send(frames).await.is_err() {
-                break Close::ProcessorGone;
+            if !frames.is_empty() {
+                let share = self.share(&frames).await;
+                if tx.send((frames, share)).await.is_err() {
+                    break Close::ProcessorGone;
+                }
             }
             // Over the peer's message rate: what was read goes on, the next read waits.
             if let Some(wait) = self.peer_guard.throttle(n_frames) {
@@ -486,7 +563,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
                 let frames = decode_available(&mut decoder, &mut buf, false);
                 frames_total += frames.len() as u64;
                 framing_errors += count_errors(&frames);
-                if !frames.is_empty() && tx.send(frames).await.is_err() {
+                if !frames.is_empty() && tx.send((frames, None)).await.is_err() {
                     break;
                 }
             }
@@ -496,7 +573,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
         frames_total += frames.len() as u64;
         framing_errors += count_errors(&frames);
         if !frames.is_empty() {
-            let _ = tx.send(frames).await;
+            let _ = tx.send((frames, None)).await;
         }
         self.metrics.connections_closed.fetch_add(1, Relaxed);
         match close {
@@ -559,9 +636,12 @@ fn count_errors(frames: &[Frame]) -> u64 {
         .count() as u64
 }
 
-/// The processor of one connection: encodes each read's frames into a batch and routes it.
+/// One of the processors of a connection: encodes each read it gets into a batch and routes it
+/// when its turn comes (after the batch of the read before).
+#[allow(clippy::too_many_arguments)]
 async fn process(
-    mut rx: mpsc::Receiver<Vec<Frame>>,
+    mut rx: mpsc::Receiver<Read>,
+    mut turn: Turn,
     peer: String,
     peer_cert: Option<String>,
     format: Format,
@@ -571,35 +651,74 @@ async fn process(
 ) {
     let encoder = Encoder::new(format, &classifier);
     let mut counts = BatchCounts::new(classifier.categories().len());
-    let mut out = BytesMut::new();
-    while let Some(frames) = rx.recv().await {
+    let mut sizer = JsonSizer::default();
+    while let Some((frames, share)) = rx.recv().await {
         let received_at = now_rfc3339();
         let ctx = RecordContext {
             received_at: &received_at,
             peer: Some(&peer),
             peer_cert: peer_cert.as_deref(),
         };
-        let batch = encode_batch(&encoder, &router, frames, &ctx, &mut out, &mut counts);
+        let mut batch = encode_batch(&encoder, &router, frames, &ctx, &mut sizer, &mut counts);
         metrics.add(&counts);
         counts.clear();
+        batch.budget = share.map(Arc::new);
+        if turn.mine.recv().await.is_none() {
+            // The processor before stopped (its outputs are gone): so do we.
+            break;
+        }
         if let Err(closed) = router.send(batch).await {
             tracing::error!(output = closed.0, "output stopped; cannot deliver");
             break;
         }
+        let _ = turn.next.try_send(());
     }
 }
 
-/// Encodes `frames` into one [`Batch`] (reusing `out`'s allocation when it can).
+/// Sizes each batch's JSON buffer from the previous batches' JSON-to-frame ratio, so that a
+/// batch allocates about what it needs: its buffer lives until every output is done with it,
+/// and spare capacity there (or a buffer shared with the next batch) would be memory held for
+/// nothing, times the number of connections.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonSizer {
+    /// JSON bytes per 1,024 frame bytes, from the last batch (the PKS sample: about 1,300).
+    per_kib: usize,
+}
+
+impl Default for JsonSizer {
+    fn default() -> Self {
+        JsonSizer { per_kib: 1536 }
+    }
+}
+
+impl JsonSizer {
+    /// Capacity for the JSON of `frames` bytes in `n` frames: the learnt ratio plus 1/8, and
+    /// 64 bytes a frame.
+    pub fn capacity(&self, frame_bytes: usize, n: usize) -> usize {
+        let est = frame_bytes / 1024 * self.per_kib + frame_bytes % 1024 * self.per_kib / 1024;
+        est + est / 8 + 64 * n + 256
+    }
+
+    /// Learns from a batch: `json` bytes made of `frame_bytes`.
+    pub fn learn(&mut self, frame_bytes: usize, json: usize) {
+        if frame_bytes >= 4096 {
+            self.per_kib = (json / (frame_bytes / 1024)).clamp(256, 16 * 1024);
+        }
+    }
+}
+
+/// Encodes `frames` into one [`Batch`], its JSON in a buffer of its own sized by `sizer`.
 pub fn encode_batch(
     encoder: &Encoder<'_>,
     router: &Router,
     frames: Vec<Frame>,
     ctx: &RecordContext<'_>,
-    out: &mut BytesMut,
+    sizer: &mut JsonSizer,
     counts: &mut BatchCounts,
 ) -> Batch {
     let total: usize = frames.iter().map(|f| f.data.len()).sum();
-    out.reserve(total + total / 2 + 256 * frames.len());
+    let mut out = BytesMut::with_capacity(sizer.capacity(total, frames.len()));
+    let out = &mut out;
     let mut lines = Vec::with_capacity(frames.len());
     let (mut all, mut any) = (u64::MAX, 0u64);
     for f in &frames {
@@ -612,12 +731,14 @@ pub fn encode_batch(
         all &= mask;
         any |= mask;
     }
+    sizer.learn(total, out.len());
     Batch {
         json: out.split().freeze(),
         lines,
         all,
         any,
         frames,
+        budget: None,
     }
 }
 

@@ -31,7 +31,15 @@ async fn pks_octet_stream_in_random_chunks_auto_framing() {
     let mut rng = Rng(42);
     send(s.addr, &data, || rng.upto(3000)).await;
     s.wait_for(2000).await;
-    check_pks_records(&s.stop().await);
+    let recs = s.stop().await;
+    check_pks_records(&recs);
+    // Many small reads, handed to the connection's processors in turn: the records still leave
+    // in the order they were sent.
+    let seqs: Vec<usize> = recs.iter().filter_map(seq_of).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "records of one connection out of order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,39 +284,58 @@ async fn non_utf8_message_keeps_exact_bytes() {
     assert_eq!(exact, b"caf\xe9 \xff end");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_output_pushes_back_on_the_sender_and_loses_nothing() {
+/// A FIFO for a `file` output that nobody reads until `go` is sent; the thread counts the lines
+/// it then reads.
+struct StalledFifo {
+    path: std::path::PathBuf,
+    go: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<usize>,
+}
+
+fn stalled_fifo(dir: &std::path::Path) -> StalledFifo {
     use std::io::BufRead;
-    use std::sync::atomic::Ordering::Relaxed;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("slow.fifo");
+    let path = dir.join("slow.fifo");
     let ok = std::process::Command::new("mkfifo")
-        .arg(&fifo)
+        .arg(&path)
         .status()
         .unwrap();
     assert!(ok.success());
     // The reader end: opened now (the server's open of the writer end waits for it), read later.
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader_path = fifo.clone();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader_path = path.clone();
     let reader = std::thread::spawn(move || {
         let f = std::fs::File::open(&reader_path).unwrap();
         go_rx.recv().unwrap();
         std::io::BufReader::new(f).lines().count()
     });
-    let more = format!(
-        "[[output]]\nname = \"slow\"\ntype = \"file\"\npath = {:?}\nqueue_batches = 1\nflush_interval_ms = 10\n",
-        fifo.display().to_string()
-    );
-    let s = start("read_buffer_bytes = 65536", "", &more).await;
-    // 40 copies of the sample: ~43 MB, far more than the pipe, queues and socket buffers hold.
+    StalledFifo { path, go, reader }
+}
+
+/// `copies` copies of the PKS sample, octet-counted.
+fn pks_copies(copies: usize) -> (Vec<u8>, usize) {
     let one = std::fs::read(PKS_OCTET).unwrap();
-    let copies = 40;
-    let data: Vec<u8> = one
+    let data = one
         .iter()
         .copied()
         .cycle()
         .take(one.len() * copies)
         .collect();
+    (data, one.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_output_pushes_back_on_the_sender_and_loses_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(dir.path());
+    let more = format!(
+        "[[output]]\nname = \"slow\"\ntype = \"file\"\npath = {:?}\nqueue_batches = 1\nflush_interval_ms = 10\n",
+        fifo.path.display().to_string()
+    );
+    let s = start("read_buffer_bytes = 65536", "", &more).await;
+    // 40 copies of the sample: ~43 MB, far more than the pipe, queues and socket buffers hold.
+    let copies = 40;
+    let (data, one) = pks_copies(copies);
     let addr = s.addr;
     let sender = tokio::spawn(async move { send(addr, &data, || 1 << 20).await });
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -319,11 +346,11 @@ async fn stalled_output_pushes_back_on_the_sender_and_loses_nothing() {
     );
     let read = s.metrics.bytes.load(Relaxed);
     assert!(
-        read < (one.len() * copies / 2) as u64,
+        read < (one * copies / 2) as u64,
         "server read {read} bytes while its output was stalled"
     );
     // Let the output drain: everything arrives, in both outputs.
-    go_tx.send(()).unwrap();
+    fifo.go.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), sender)
         .await
         .expect("sender finishes once the output drains")
@@ -331,5 +358,68 @@ async fn stalled_output_pushes_back_on_the_sender_and_loses_nothing() {
     let recs = s.wait_for(2000 * copies).await;
     assert_eq!(recs.len(), 2000 * copies);
     s.stop().await;
-    assert_eq!(reader.join().unwrap(), 2000 * copies);
+    assert_eq!(fifo.reader.join().unwrap(), 2000 * copies);
+}
+
+/// With a long queue (4,096 batches) nothing but `[server] max_inflight_bytes` stops the reads
+/// of 4 connections while the output is stalled: the server holds about the budget, not the
+/// 20 MB sent, and every record arrives once the output drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_budget_bounds_what_all_connections_hold() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(dir.path());
+    let budget = 1 << 20;
+    let more = format!(
+        "[[output]]\nname = \"slow\"\ntype = \"file\"\npath = {:?}\nqueue_batches = 4096\nflush_interval_ms = 10\n",
+        fifo.path.display().to_string()
+    );
+    let s = start_with(
+        &format!("max_inflight_bytes = {budget}"),
+        "read_buffer_bytes = 65536",
+        "queue_batches = 4096",
+        &more,
+    )
+    .await;
+    let (conns, copies) = (4, 5);
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let (data, _) = pks_copies(copies);
+        let addr = s.addr;
+        senders.push(tokio::spawn(
+            async move { send(addr, &data, || 1 << 20).await },
+        ));
+    }
+    // Wait until the reads stop (the budget is spent), at most 10 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = s.metrics.bytes.load(Relaxed);
+        if now == last || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    let read = s.metrics.bytes.load(Relaxed);
+    // What the budget lets through (a third of it: frames and their JSON), plus per connection
+    // what was read before waiting for a share (one read and the buffer), plus the pipe.
+    let bound = budget / 3 + conns * 2 * 65536 + 128 * 1024;
+    assert!(
+        read <= bound as u64,
+        "server read {read} bytes while stalled; the budget allows about {bound}"
+    );
+    assert!(s.metrics.budget_waits.load(Relaxed) > 0);
+    assert!(senders.iter().all(|t| !t.is_finished()));
+    fifo.go.send(()).unwrap();
+    for t in senders {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("senders finish once the output drains")
+            .unwrap();
+    }
+    let n = 2000 * copies * conns;
+    assert_eq!(s.wait_for(n).await.len(), n);
+    s.stop().await;
+    assert_eq!(fifo.reader.join().unwrap(), n);
 }

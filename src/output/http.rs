@@ -42,6 +42,10 @@
 //!
 //! One kept-alive HTTP/1.1 connection, one request at a time; a connection that fails or that
 //! the receiver closed is replaced on the next request.
+//!
+//! **Memory.** Waiting records are slices of the batches' buffers when the output wants most of
+//! a batch, and copies when it wants a few lines of it (so a selective filter does not keep
+//! whole batches alive): at most about twice `batch_max_bytes` plus one batch is held.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -1245,8 +1249,22 @@ impl Output for HttpOutput {
     /// Takes the records output `bit` wants and sends full requests; counts records when the
     /// receiver accepts them (not when taken).
     async fn write_batch(&mut self, batch: &Arc<Batch>, bit: u64, m: &OutputMetrics) {
-        for (run, _) in batch.runs(bit) {
-            self.take(run);
+        let runs: Vec<Bytes> = batch.runs(bit).map(|(run, _)| run).collect();
+        let wanted: usize = runs.iter().map(Bytes::len).sum();
+        if wanted.saturating_mul(2) >= batch.json.len() {
+            // Most of the batch: keep slices of its buffer (no copy).
+            for run in runs {
+                self.take(run);
+            }
+        } else {
+            // A few lines of a large batch (a selective filter): copy them, so that waiting
+            // records do not keep whole batch buffers alive (memory the in-flight budget no
+            // longer counts once the batch is dropped).
+            let mut own = BytesMut::with_capacity(wanted);
+            for run in &runs {
+                own.put_slice(run);
+            }
+            self.take(own.freeze());
         }
         if let Err(e) = self.send_full().await {
             super::retry_flush(self, &m.name, &m.errors, e).await;

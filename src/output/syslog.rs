@@ -44,13 +44,40 @@ use tokio_rustls::TlsConnector;
 use super::Output;
 use crate::config::{
     ConfigError, ForwardFraming, ForwardTlsConfig, OutputConfig, DEFAULT_CONFIRM_AFTER_MS,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_MAX_UNCONFIRMED_BYTES,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_KEEPALIVE_SECS, DEFAULT_MAX_BACKOFF_MS,
+    DEFAULT_MAX_UNCONFIRMED_BYTES, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::framing::FrameKind;
 use crate::metrics::{Metrics, OutputMetrics};
 use crate::parse::{self, Format, Message, Protocol};
 use crate::route::Batch;
 use crate::tls::{load_certs, load_key, provider, TlsError};
+
+/// Socket options of a forwarding connection: no Nagle delay, TCP keepalive after `keepalive`
+/// idle (probes every third of it, the kernel's count), and on Linux `TCP_USER_TIMEOUT` =
+/// `write_timeout`, so a receiver that vanished without FIN or RST fails the connection in
+/// seconds instead of the kernel's retransmission timeout (minutes).
+pub fn tune(
+    tcp: &TcpStream,
+    keepalive: Option<Duration>,
+    write_timeout: Option<Duration>,
+) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(tcp);
+    if let Some(idle) = keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval((idle / 3).max(Duration::from_secs(1)));
+        sock.set_tcp_keepalive(&ka)?;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(t) = write_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = write_timeout;
+    Ok(())
+}
 
 /// First wait before reconnecting; doubles up to `max_backoff_ms`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -126,6 +153,10 @@ pub struct SyslogOutput {
     passthrough: bool,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
+    /// TCP keepalive idle time; `None` = off.
+    keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT`; `None` = the kernel's default.
+    write_timeout: Option<Duration>,
     max_backoff: Duration,
     confirm_after: Duration,
     max_unconfirmed: usize,
@@ -191,6 +222,12 @@ impl SyslogOutput {
             connect_timeout: Duration::from_millis(
                 cfg.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
             ),
+            keepalive: Some(cfg.keepalive_secs.unwrap_or(DEFAULT_KEEPALIVE_SECS))
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
+            write_timeout: Some(cfg.write_timeout_ms.unwrap_or(DEFAULT_WRITE_TIMEOUT_MS))
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
             max_backoff: Duration::from_millis(
                 cfg.max_backoff_ms.unwrap_or(DEFAULT_MAX_BACKOFF_MS),
             ),
@@ -316,7 +353,7 @@ impl SyslogOutput {
     /// One connection attempt (TCP, then the TLS handshake when configured).
     async fn connect_once(&self) -> io::Result<Box<dyn Stream>> {
         let tcp = TcpStream::connect(self.address.as_str()).await?;
-        tcp.set_nodelay(true)?;
+        tune(&tcp, self.keepalive, self.write_timeout)?;
         match &self.tls {
             None => Ok(Box::new(tcp)),
             Some((connector, name)) => {
@@ -676,6 +713,33 @@ mod tests {
     use crate::config::Config;
     use crate::framing::{Frame, FrameErrorKind};
     use crate::route::Line;
+
+    #[tokio::test]
+    async fn forwarding_sockets_get_keepalive_and_a_write_timeout() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        tune(
+            &tcp,
+            Some(Duration::from_secs(45)),
+            Some(Duration::from_millis(7000)),
+        )
+        .unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(tcp.nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(45));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(7000))
+        );
+        let plain = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        tune(&plain, None, None).unwrap();
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 

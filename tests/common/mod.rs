@@ -43,10 +43,20 @@ pub struct Running {
 /// Starts a server with one listener on 127.0.0.1:0 (plus `listen_extra` TOML lines) and one
 /// file output (plus `output_extra` lines), with `more` appended to the config.
 pub async fn start(listen_extra: &str, output_extra: &str, more: &str) -> Running {
+    start_with("", listen_extra, output_extra, more).await
+}
+
+/// [`start`] with `server_extra` TOML lines in `[server]`.
+pub async fn start_with(
+    server_extra: &str,
+    listen_extra: &str,
+    output_extra: &str,
+    more: &str,
+) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out/records.jsonl");
     let text = format!(
-        "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\n\
+        "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\n{server_extra}\n\
          [[listen]]\naddress = \"127.0.0.1:0\"\n{listen_extra}\n\
          [[output]]\nname = \"file\"\ntype = \"file\"\npath = {:?}\nflush_interval_ms = 50\n{output_extra}\n{more}\n",
         out.display().to_string()
