@@ -75,6 +75,8 @@ struct State {
     /// Largest number of records in one request.
     max_records: Mutex<usize>,
     died: Mutex<usize>,
+    /// Answer with `Connection: close` (the receiver closes after each request).
+    close: Mutex<bool>,
     accept: Mutex<Option<AbortHandle>>,
     conns: Mutex<Vec<AbortHandle>>,
 }
@@ -118,6 +120,7 @@ impl Receiver {
             gzipped: Mutex::new(0),
             max_records: Mutex::new(0),
             died: Mutex::new(0),
+            close: Mutex::new(false),
             accept: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
         });
@@ -402,8 +405,11 @@ async fn handle(
             )
         }
     };
-    let resp = Response::builder()
-        .status(status)
+    let mut resp = Response::builder().status(status);
+    if *lock(&st.close) {
+        resp = resp.header("connection", "close");
+    }
+    let resp = resp
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(std::io::Error::other)?;
@@ -946,4 +952,36 @@ async fn too_large_halves_batches() {
     assert!(rx.refused().is_empty());
     assert_eq!(m.outputs[1].dead_letters.load(Relaxed), 0);
     assert_eq!(m.outputs[1].errors.load(Relaxed), 0);
+}
+
+/// A receiver that closes the connection after every answer (`Connection: close`): the output
+/// opens a new one for each request, without counting an error or losing anything.
+#[tokio::test]
+async fn receiver_closing_each_connection() {
+    let rx = Receiver::start(Enc::Json, Box::new(|_, _| Answer::Ok)).await;
+    *lock(&rx.state.close) = true;
+    let sink = start(
+        "",
+        "",
+        &http_output(
+            rx.addr,
+            "headers = { X-Test = \"yes\" }\nbatch_max_records = 100\n",
+        ),
+    )
+    .await;
+    send(sink.addr, &pks(), 12).await;
+    let got = rx.wait_accepted(N).await;
+    let m = sink.metrics.clone();
+    let stopped = sink.stop().await;
+    assert_same(&got, &stopped, "records, one connection per request");
+    rx.check_wire();
+    let o = &m.outputs[1];
+    assert_eq!(o.errors.load(Relaxed), 0);
+    let requests = *lock(&rx.state.requests) as u64;
+    assert!(requests >= 20);
+    assert_eq!(
+        o.reconnects.load(Relaxed),
+        requests - 1,
+        "a new connection per request"
+    );
 }
