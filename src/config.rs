@@ -3,6 +3,7 @@
 //! Unknown keys are errors. [`Config::load`] reads and checks a file; every error names the
 //! key (`listen[0].address`, `output[1] "events".path`, ...) and says why.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -282,6 +283,8 @@ pub enum OutputType {
     Stdout,
     /// RFC 5424 syslog forwarded over TCP or TLS to another receiver.
     Syslog,
+    /// Batches POSTed to a URL: JSON webhook, Splunk HEC or Elasticsearch `_bulk`.
+    Http,
 }
 
 impl OutputType {
@@ -291,6 +294,7 @@ impl OutputType {
             OutputType::File => "file",
             OutputType::Stdout => "stdout",
             OutputType::Syslog => "syslog",
+            OutputType::Http => "http",
         }
     }
 }
@@ -301,7 +305,7 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file`, `stdout` or `syslog`.
+    /// `file`, `stdout`, `syslog` or `http`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
@@ -314,8 +318,10 @@ pub struct OutputConfig {
     /// from the parsed message (`false`, the default).
     pub passthrough: Option<bool>,
     /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
+    /// `http`: the CA (and client certificate) for an `https` URL; public roots when absent.
     pub tls: Option<ForwardTlsConfig>,
-    /// `syslog`: give up one connection attempt after this many milliseconds (default 5000).
+    /// `syslog`, `http`: give up one connection attempt after this many milliseconds (default
+    /// 5000).
     pub connect_timeout_ms: Option<u64>,
     /// `syslog`: TCP keepalive probes after this many idle seconds (default 60; 0 = off), so a
     /// receiver that vanished while the connection was idle is noticed.
@@ -333,6 +339,36 @@ pub struct OutputConfig {
     /// `syslog`: most bytes written but not yet confirmed; the output waits for confirmations
     /// above it (default 64 MiB).
     pub max_unconfirmed_bytes: Option<usize>,
+    /// `http`: where batches are POSTed (`http://` or `https://`).
+    pub url: Option<String>,
+    /// `http`: `json` (a JSON array of records, the default), `splunk_hec` or
+    /// `elasticsearch_bulk`.
+    pub encoding: Option<HttpEncoding>,
+    /// `http` with `splunk_hec`: the HEC token (sent as `Authorization: Splunk <token>`).
+    pub token: Option<String>,
+    /// `http` with `splunk_hec`: the events' `sourcetype` (the token's default when absent).
+    pub sourcetype: Option<String>,
+    /// `http` with `splunk_hec`: the events' `source` (default: the record's `app_name`).
+    pub source: Option<String>,
+    /// `http`: with `splunk_hec` the Splunk index (the token's default when absent); with
+    /// `elasticsearch_bulk` the index name, strftime patterns allowed, taken from the record's
+    /// time in UTC (default `syslog-sink-%Y.%m.%d`).
+    pub index: Option<String>,
+    /// `http`: gzip request bodies (`Content-Encoding: gzip`; default false).
+    pub gzip: Option<bool>,
+    /// `http`: extra request headers (`Authorization = "ApiKey ..."`).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `http`: most bytes of records in one request (default 1 MiB; a larger record goes alone).
+    pub batch_max_bytes: Option<usize>,
+    /// `http`: most records in one request (default 10000).
+    pub batch_max_records: Option<usize>,
+    /// `http`: give up one request (sending it and reading the answer) after this many
+    /// milliseconds (default 30000); retried.
+    pub request_timeout_ms: Option<u64>,
+    /// `http`: JSON-lines file where records the receiver refused for good (4xx other than
+    /// 408/429, Elasticsearch item errors other than 429/5xx) are appended; without it they are
+    /// logged, one error line each.
+    pub dead_letter_path: Option<PathBuf>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -353,6 +389,19 @@ pub enum ForwardFraming {
     /// Non-transparent framing: the message, then LF (a message holding LF is split by the
     /// receiver).
     Lf,
+}
+
+/// How an `http` output encodes a batch (see README "Outputs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEncoding {
+    /// A JSON array of records (`application/json`).
+    #[default]
+    Json,
+    /// Splunk HTTP Event Collector envelopes, one per record.
+    SplunkHec,
+    /// Elasticsearch `_bulk` NDJSON: a `create` action line, then the record.
+    ElasticsearchBulk,
 }
 
 /// `[output.tls]` of a `syslog` output: the client side of TLS.
@@ -452,12 +501,16 @@ fn validate_tls(t: &TlsConfig, prefix: &str) -> Result<(), ConfigError> {
 fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
     if o.kind != OutputType::Syslog {
+        let http = o.kind == OutputType::Http;
         let set = [
             ("address", o.address.is_some()),
             ("framing", o.framing.is_some()),
             ("passthrough", o.passthrough.is_some()),
-            ("tls", o.tls.is_some()),
-            ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
+            ("tls", o.tls.is_some() && !http),
+            (
+                "connect_timeout_ms",
+                o.connect_timeout_ms.is_some() && !http,
+            ),
             ("keepalive_secs", o.keepalive_secs.is_some()),
             ("write_timeout_ms", o.write_timeout_ms.is_some()),
             ("max_backoff_ms", o.max_backoff_ms.is_some()),
@@ -468,8 +521,13 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             return err(
                 k,
                 format!(
-                    "does not apply to type {:?} (only to \"syslog\")",
-                    o.kind.as_str()
+                    "does not apply to type {:?} (only to \"syslog\"{})",
+                    o.kind.as_str(),
+                    if matches!(*k, "tls" | "connect_timeout_ms") {
+                        " and \"http\""
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -679,6 +737,7 @@ impl Config {
             }
             names.push(&o.name);
             validate_syslog(o, &key)?;
+            crate::output::http::validate(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -686,7 +745,7 @@ impl Config {
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
                 }
-                (OutputType::Stdout | OutputType::Syslog, Some(_)) => {
+                (OutputType::Stdout | OutputType::Syslog | OutputType::Http, Some(_)) => {
                     return err(
                         key("path"),
                         format!("does not apply to type {:?}", o.kind.as_str()),

@@ -86,20 +86,24 @@ pub struct OutputMetrics {
     /// The output's name.
     pub name: String,
     /// Records written (handed to the file or stream); for a `syslog` output, records whose
-    /// delivery was confirmed (see README "Outputs").
+    /// delivery was confirmed; for an `http` output, records the receiver accepted (see README
+    /// "Outputs").
     pub records: AtomicU64,
     /// Bytes written (confirmed, for a `syslog` output).
     pub bytes: AtomicU64,
     /// Write, flush or connect errors (each one retried).
     pub errors: AtomicU64,
-    /// `syslog`: records written again on a new connection after the previous one failed.
+    /// `syslog`: records written again on a new connection after the previous one failed;
+    /// `http`: records sent again after a failed request (or a retriable bulk item error).
     pub retries: AtomicU64,
-    /// `syslog`: connections made after a failed one.
+    /// `syslog`, `http`: connections made after a failed or closed one.
     pub reconnects: AtomicU64,
     /// An [`OutputState`] as `u8`: whether the output can take records now (see [`OutputState`]).
     pub state: AtomicU8,
     /// The last error the output reported, and when (kept after recovery, for the status page).
     pub last_error: Mutex<Option<(String, SystemTime)>>,
+    /// `http`: records the receiver refused for good, written to the dead-letter file (or log).
+    pub dead_letters: AtomicU64,
 }
 
 impl OutputMetrics {
@@ -138,6 +142,12 @@ impl OutputMetrics {
                 Counter,
                 "Connections made after a failed one.",
                 self.reconnects.load(Relaxed),
+            ),
+            (
+                "dead_letters",
+                Counter,
+                "http: records the receiver refused for good (dead-letter file or log).",
+                self.dead_letters.load(Relaxed),
             ),
         ]
     }
@@ -370,6 +380,7 @@ impl Metrics {
                 ("errors", &o.errors),
                 ("retries", &o.retries),
                 ("reconnects", &o.reconnects),
+                ("dead_letters", &o.dead_letters),
             ]
             .iter()
             .filter_map(|(n, c)| {

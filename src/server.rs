@@ -37,7 +37,9 @@ use crate::config::{AtLimit, Config, ConfigError, ListenConfig, OutputType};
 use crate::framing::{Frame, FrameDecoder, FrameKind};
 use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
-use crate::output::{self, file::FileOutput, stdout::StdoutOutput, syslog::SyslogOutput};
+use crate::output::{
+    self, file::FileOutput, http::HttpOutput, stdout::StdoutOutput, syslog::SyslogOutput,
+};
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
 use crate::reload::{Reloader, Rules, SharedRules};
@@ -121,6 +123,11 @@ impl Server {
                 }
                 OutputType::Syslog => {
                     let out = SyslogOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    tokio::spawn(output::run(out, i, rx, every, m))
+                }
+                OutputType::Http => {
+                    let out = HttpOutput::new(o, i, m.clone())
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
                     tokio::spawn(output::run(out, i, rx, every, m))
                 }

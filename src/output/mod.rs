@@ -4,8 +4,10 @@
 //! - [`file::FileOutput`]: JSON lines appended to a file.
 //! - [`stdout::StdoutOutput`]: JSON lines on standard output.
 //! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
+//! - [`http::HttpOutput`]: batches POSTed to a URL (JSON webhook, Splunk HEC, Elasticsearch bulk).
 
 pub mod file;
+pub mod http;
 pub mod stdout;
 pub mod syslog;
 
@@ -226,7 +228,7 @@ pub async fn run<O: Output>(
 
 /// Retries `flush` with capped exponential backoff until it succeeds. Meanwhile the output's
 /// state is [`OutputState::Retrying`] (with the error), `Up` again after.
-async fn retry_flush<O: Output>(out: &mut O, m: &OutputMetrics, first: io::Error) {
+pub(crate) async fn retry_flush<O: Output>(out: &mut O, m: &OutputMetrics, first: io::Error) {
     let name = &m.name;
     let mut delay = Duration::from_millis(100);
     let mut err = first;
