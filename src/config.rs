@@ -210,6 +210,8 @@ pub enum OutputType {
     Stdout,
     /// RFC 5424 syslog forwarded over TCP or TLS to another receiver.
     Syslog,
+    /// JSON records published to a NATS JetStream stream, acknowledged.
+    Nats,
 }
 
 impl OutputType {
@@ -219,6 +221,7 @@ impl OutputType {
             OutputType::File => "file",
             OutputType::Stdout => "stdout",
             OutputType::Syslog => "syslog",
+            OutputType::Nats => "nats",
         }
     }
 }
@@ -229,7 +232,7 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file`, `stdout` or `syslog`.
+    /// `file`, `stdout`, `syslog` or `nats`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
@@ -253,6 +256,16 @@ pub struct OutputConfig {
     /// `syslog`: most bytes written but not yet confirmed; the output waits for confirmations
     /// above it (default 64 MiB).
     pub max_unconfirmed_bytes: Option<usize>,
+    /// `nats`: the server(s), `nats://host:port`, several separated by commas.
+    pub url: Option<String>,
+    /// `nats`: the JetStream stream (created with the subject's fixed prefix when missing).
+    pub stream: Option<String>,
+    /// `nats`: the subject template, e.g. `k8s.events.{category}.{namespace}`.
+    pub subject: Option<String>,
+    /// `nats`: most publishes awaiting their JetStream acknowledgement at once (default 1024).
+    pub max_inflight: Option<usize>,
+    /// `nats`: a publish not acknowledged within this many milliseconds is resent (default 5000).
+    pub ack_timeout_ms: Option<u64>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -560,6 +573,7 @@ impl Config {
             }
             names.push(&o.name);
             validate_syslog(o, &key)?;
+            crate::output::nats::validate(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -567,7 +581,7 @@ impl Config {
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
                 }
-                (OutputType::Stdout | OutputType::Syslog, Some(_)) => {
+                (OutputType::Stdout | OutputType::Syslog | OutputType::Nats, Some(_)) => {
                     return err(
                         key("path"),
                         format!("does not apply to type {:?}", o.kind.as_str()),

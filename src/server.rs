@@ -36,7 +36,9 @@ use crate::config::{AtLimit, Config, ConfigError, ListenConfig, OutputType};
 use crate::framing::{Frame, FrameDecoder, FrameKind};
 use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
-use crate::output::{self, file::FileOutput, stdout::StdoutOutput, syslog::SyslogOutput};
+use crate::output::{
+    self, file::FileOutput, nats::NatsOutput, stdout::StdoutOutput, syslog::SyslogOutput,
+};
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
 use crate::route::{Batch, Filter, Line, Router};
@@ -108,6 +110,11 @@ impl Server {
                 }
                 OutputType::Syslog => {
                     let out = SyslogOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    tokio::spawn(output::run(out, i, rx, every, m))
+                }
+                OutputType::Nats => {
+                    let out = NatsOutput::new(o, i, m.clone())
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
                     tokio::spawn(output::run(out, i, rx, every, m))
                 }

@@ -4,8 +4,10 @@
 //! - [`file::FileOutput`]: JSON lines appended to a file.
 //! - [`stdout::StdoutOutput`]: JSON lines on standard output.
 //! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
+//! - [`nats::NatsOutput`]: JSON records published to a NATS JetStream stream, acknowledged.
 
 pub mod file;
+pub mod nats;
 pub mod stdout;
 pub mod syslog;
 
