@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -529,4 +529,144 @@ async fn existing_stream_that_does_not_cover_the_subject_is_a_clear_error() {
     let mut s = js.get_stream(&name).await.expect("stream");
     assert_eq!(s.info().await.expect("info").state.messages, 0);
     delete_stream(SHARED, &name).await;
+}
+
+/// Per proxied connection: its "swallow the server's bytes" switch, and its two copy tasks.
+type ProxyConns = Arc<std::sync::Mutex<Vec<(Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>)>>>;
+
+/// A TCP proxy in front of a nats-server that can swallow what the server sends (the
+/// acknowledgements) on the connections open now, and cut them.
+struct Proxy {
+    port: u16,
+    conns: ProxyConns,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = l.local_addr().expect("addr").port();
+        let conns: ProxyConns = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = l.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let swallow = Arc::new(AtomicBool::new(false));
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let sw2 = swallow.clone();
+                let down = tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !sw2.load(Relaxed) && cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                if let Ok(mut g) = list.lock() {
+                    g.push((swallow, vec![up, down]));
+                }
+            }
+        });
+        Proxy {
+            port,
+            conns,
+            accept,
+        }
+    }
+
+    /// From now on, what the server sends on the open connections is dropped.
+    fn swallow_acks(&self) {
+        for (s, _) in self.conns.lock().expect("lock").iter() {
+            s.store(true, Relaxed);
+        }
+    }
+
+    /// Closes every open connection (new ones pass everything).
+    fn cut(&self) {
+        for (_, tasks) in self.conns.lock().expect("lock").drain(..) {
+            for t in tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// Messages in `stream`, asked of the server directly.
+async fn stream_len(url: &str, name: &str) -> u64 {
+    let work = async {
+        let client = async_nats::connect(url).await.ok()?;
+        let mut s = jetstream::new(client).get_stream(name).await.ok()?;
+        Some(s.info().await.ok()?.state.messages)
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_resent_after_lost_acks_are_stored_once() {
+    let mut nats = NatsServer::new();
+    nats.start();
+    let proxy = Proxy::start(nats.port).await;
+    let (name, prefix) = unique("dedup");
+    let subject = format!("{prefix}.{{category}}.{{namespace}}");
+    let via = format!("nats://127.0.0.1:{}", proxy.port);
+    let r = start("", "", &nats_output(&via, &name, &subject, "")).await;
+    let data = std::fs::read(PKS_OCTET).expect("sample");
+    let ends = octet_frame_ends(&data);
+    let first = 500;
+    common::send(r.addr, &data[..ends[first - 1]], || 64 * 1024).await;
+    assert_eq!(
+        wait_acked(&r, first as u64, Duration::from_secs(20)).await,
+        first as u64
+    );
+    // The server stores what comes next, but its acknowledgements never reach the output: they
+    // time out (counted as errors), and the output holds those records and stops taking more.
+    proxy.swallow_acks();
+    common::send(r.addr, &data[ends[first - 1]..], || 64 * 1024).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.metrics.outputs[1].errors.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no ack timeout in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored_unacked = stream_len(&nats.url(), &name).await - first as u64;
+    assert!(stored_unacked > 0, "records stored without acknowledgement");
+    assert_eq!(r.metrics.outputs[1].records.load(Relaxed), first as u64);
+    // Cut the connection: the client reconnects and the output resends what was not
+    // acknowledged, with the same ids.
+    proxy.cut();
+    let acked = wait_acked(&r, N as u64, Duration::from_secs(20)).await;
+    assert_eq!(acked, N as u64, "acknowledged in the end: {}", nats.logs());
+    let resent = r.metrics.outputs[1].retries.load(Relaxed);
+    assert!(
+        resent >= stored_unacked,
+        "every record stored without acknowledgement was resent: {resent} < {stored_unacked}"
+    );
+    eprintln!("stored without ack {stored_unacked}, resent {resent}");
+    let file = file_output(&r).await;
+    assert_eq!(r.stop().await.len(), N);
+    let stored = read_stream(&nats.url(), &name).await;
+    assert_eq!(stored.len(), N, "resends were not stored again");
+    check_stream_equals_file(&stored, &file, &prefix);
 }
