@@ -530,6 +530,8 @@ pub struct NatsOutput {
     js: Option<Context>,
     /// Whether the stream was found (or made) and covers the template.
     stream_ready: bool,
+    /// Whether a stream that does not cover the template was logged as an error.
+    cover_logged: bool,
     /// Taken, not (or no longer) published: sent before anything newer.
     queue: VecDeque<Msg>,
     /// Published, oldest first.
@@ -588,6 +590,7 @@ impl NatsOutput {
             client: None,
             js: None,
             stream_ready: false,
+            cover_logged: false,
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
             instance: format!("{:016x}", h.finish()),
@@ -714,7 +717,7 @@ impl NatsOutput {
 
     /// Finds the stream, or creates it with the template's fixed prefix; checks it covers
     /// every subject the template makes.
-    async fn check_stream(&self, js: &Context) -> io::Result<()> {
+    async fn check_stream(&mut self, js: &Context) -> io::Result<()> {
         let cfg = stream::Config {
             name: self.stream.clone(),
             subjects: vec![self.template.stream_subject()],
@@ -749,7 +752,11 @@ impl NatsOutput {
                 self.template_text(),
                 self.template.stream_subject(),
             );
-            tracing::error!(output = %self.name(), "{e}");
+            // Logged at error level once; the run loop's retries log it as a warning.
+            if !self.cover_logged {
+                tracing::error!(output = %self.name(), "{e}");
+                self.cover_logged = true;
+            }
             return Err(io::Error::other(e));
         }
         tracing::info!(output = %self.name(), stream = %self.stream, subjects = ?subjects,
@@ -783,10 +790,7 @@ impl NatsOutput {
     /// in flight, puts the records that were not acknowledged back at the front of the queue
     /// and returns the first error.
     async fn pump(&mut self, all: bool) -> io::Result<()> {
-        let js = match self.ready().await {
-            Ok(js) => js,
-            Err(e) => return Err(e),
-        };
+        let js = self.ready().await?;
         let mut failure: Option<io::Error> = None;
         let mut failed: Vec<Msg> = Vec::new();
         let (mut acked, mut acked_bytes, mut resent) = (0u64, 0u64, 0u64);
@@ -1029,6 +1033,35 @@ mod tests {
         assert_eq!(percent_decode("a%3Ab%2"), "a:b%2");
         let e = parse_servers("http://user:secret@h:1").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn the_example_in_the_shipped_config_is_valid() {
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/syslog-sink.toml"
+        ))
+        .unwrap();
+        let start = shipped.find("# name = \"bus\"").unwrap();
+        let block: Vec<&str> = shipped[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\n{}\n",
+            block.join("\n")
+        );
+        let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let o = &cfg.output[0];
+        assert_eq!(o.kind, OutputType::Nats);
+        assert_eq!(o.max_inflight, Some(DEFAULT_MAX_INFLIGHT));
+        assert_eq!(o.ack_timeout_ms, Some(DEFAULT_ACK_TIMEOUT_MS));
+        assert_eq!(
+            o.subject.as_deref(),
+            Some("k8s.events.{category}.{namespace}")
+        );
     }
 
     const BASE: &str = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"bus\"\n";
