@@ -60,6 +60,16 @@ fn require_nats_server() {
     );
 }
 
+/// Fails (does not skip) when nothing listens on 127.0.0.1:4222.
+fn require_shared() {
+    require_nats_server();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", 4222)).is_ok(),
+        "nothing listens on 127.0.0.1:4222: start {NATS_SERVER} -a 127.0.0.1 -p 4222 -js \
+         -sd <dir> (.ci/run does)"
+    );
+}
+
 /// A nats-server of the test's own, with JetStream and a store folder that outlives restarts.
 struct NatsServer {
     port: u16,
@@ -324,7 +334,7 @@ async fn send_paced(addr: std::net::SocketAddr, frames: usize, pause: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pks_sample_is_stored_exactly_once_under_templated_subjects() {
-    require_nats_server();
+    require_shared();
     let (name, prefix) = unique("pks");
     let subject = format!("{prefix}.{{category}}.{{namespace}}");
     let r = start("", "", &nats_output(SHARED, &name, &subject, "")).await;
@@ -425,7 +435,7 @@ async fn server_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_and_unsafe_fields_make_underscored_tokens() {
-    require_nats_server();
+    require_shared();
     let (name, prefix) = unique("tmpl");
     let subject = format!("{prefix}.{{kind}}.{{category}}.{{namespace}}.s{{severity}}");
     let r = start("", "", &nats_output(SHARED, &name, &subject, "")).await;
@@ -480,7 +490,7 @@ async fn missing_and_unsafe_fields_make_underscored_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_stream_that_does_not_cover_the_subject_is_a_clear_error() {
-    require_nats_server();
+    require_shared();
     let (name, prefix) = unique("cover");
     // Someone made the stream for other subjects.
     let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(SHARED))
