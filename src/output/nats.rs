@@ -674,6 +674,9 @@ impl NatsOutput {
                                 tracing::warn!(output = %name,
                                     "nats output disconnected; reconnecting, unacknowledged records will be resent");
                             }
+                            async_nats::Event::Closed => {
+                                tracing::debug!(output = %name, "nats output connection closed")
+                            }
                             other => {
                                 tracing::warn!(output = %name, event = %other, "nats output event")
                             }
