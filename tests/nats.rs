@@ -73,6 +73,8 @@ fn require_shared() {
 /// A nats-server of the test's own, with JetStream and a store folder that outlives restarts.
 struct NatsServer {
     port: u16,
+    /// More arguments (authentication).
+    args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: usize,
@@ -83,6 +85,7 @@ impl NatsServer {
         require_nats_server();
         NatsServer {
             port: free_port(),
+            args: Vec::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             starts: 0,
@@ -109,6 +112,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&store)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -679,4 +683,43 @@ async fn records_resent_after_lost_acks_are_stored_once() {
     let stored = read_stream(&nats.url(), &name).await;
     assert_eq!(stored.len(), N, "resends were not stored again");
     check_stream_equals_file(&stored, &file, &prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_are_used() {
+    let mut nats = NatsServer::new();
+    nats.args = ["--user", "sink", "--pass", "p@ss:w"]
+        .map(String::from)
+        .to_vec();
+    nats.start();
+    let (name, prefix) = unique("auth");
+    let subject = format!("{prefix}.{{category}}");
+    let url = format!("nats://sink:p%40ss%3Aw@127.0.0.1:{}", nats.port);
+    let r = start("", "", &nats_output(&url, &name, &subject, "")).await;
+    let msg = "<14>1 2024-03-11T08:00:18Z host app - - - hello";
+    common::send(r.addr, &common::oc(msg), || 1 << 20).await;
+    assert_eq!(
+        wait_acked(&r, 1, Duration::from_secs(10)).await,
+        1,
+        "{}",
+        nats.logs()
+    );
+    assert_eq!(r.stop().await.len(), 1);
+    // The server does want them.
+    let anonymous = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(format!("127.0.0.1:{}", nats.port)),
+    )
+    .await
+    .expect("an answer within 10 s");
+    assert!(anonymous.is_err(), "the server accepts anyone");
+    let client = async_nats::ConnectOptions::with_user_and_password("sink".into(), "p@ss:w".into())
+        .connect(format!("127.0.0.1:{}", nats.port))
+        .await
+        .expect("connect with the password");
+    let mut s = jetstream::new(client)
+        .get_stream(&name)
+        .await
+        .expect("stream");
+    assert_eq!(s.info().await.expect("info").state.messages, 1);
 }
