@@ -244,7 +244,8 @@ pub struct OutputConfig {
     /// `syslog`: forward each received frame byte for byte (`true`) or re-serialise RFC 5424
     /// from the parsed message (`false`, the default).
     pub passthrough: Option<bool>,
-    /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
+    /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent. `nats`:
+    /// the CA (and client certificate) for `tls://` servers.
     pub tls: Option<ForwardTlsConfig>,
     /// `syslog`: give up one connection attempt after this many milliseconds (default 5000).
     pub connect_timeout_ms: Option<u64>,
@@ -385,7 +386,8 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             ("address", o.address.is_some()),
             ("framing", o.framing.is_some()),
             ("passthrough", o.passthrough.is_some()),
-            ("tls", o.tls.is_some()),
+            // `nats` takes [output.tls] too (checked in output::nats::validate).
+            ("tls", o.tls.is_some() && o.kind != OutputType::Nats),
             ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
             ("max_backoff_ms", o.max_backoff_ms.is_some()),
             ("confirm_after_ms", o.confirm_after_ms.is_some()),

@@ -723,3 +723,70 @@ async fn credentials_in_the_url_are_used() {
         .expect("stream");
     assert_eq!(s.info().await.expect("info").state.messages, 1);
 }
+
+/// A throwaway CA and a server certificate it signs for 127.0.0.1 (PEM files in `dir`):
+/// returns (ca, cert, key) paths.
+fn pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "nats test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("ca cert").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("leaf params");
+    let key = KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf cert");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_pem).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let mut nats = NatsServer::new();
+    let (ca, cert, key) = pki(nats.dir.path());
+    nats.args = vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        cert.display().to_string(),
+        "--tlskey".into(),
+        key.display().to_string(),
+    ];
+    nats.start();
+    let (name, prefix) = unique("tls");
+    let subject = format!("{prefix}.{{category}}");
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let tls = format!("[output.tls]\nca = {:?}\n", ca.display().to_string());
+    let r = start("", "", &nats_output(&url, &name, &subject, &tls)).await;
+    let msg = "<14>1 2024-03-11T08:00:18Z host app - - - over TLS";
+    common::send(r.addr, &common::oc(msg), || 1 << 20).await;
+    assert_eq!(
+        wait_acked(&r, 1, Duration::from_secs(10)).await,
+        1,
+        "{}",
+        nats.logs()
+    );
+    assert_eq!(r.stop().await.len(), 1);
+    // Without the CA the server's certificate is refused: nothing is acknowledged.
+    let (other, _) = unique("tls");
+    let r = start("", "", &nats_output(&url, &other, &subject, "")).await;
+    common::send(r.addr, &common::oc(msg), || 1 << 20).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.metrics.outputs[1].errors.load(Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed attempt counted in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(r.metrics.outputs[1].records.load(Relaxed), 0);
+}

@@ -484,6 +484,19 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
             );
         }
     }
+    if let Some(t) = &o.tls {
+        if t.server_name.is_some() {
+            return err(
+                "tls.server_name",
+                "does not apply to type \"nats\" (the certificate is checked against the host \
+                 of url)"
+                    .into(),
+            );
+        }
+        if let Err(e) = crate::output::syslog::client_config(t) {
+            return Err(ConfigError(format!("{}.{e}", key("tls"))));
+        }
+    }
     if let Some(ms) = o.ack_timeout_ms {
         if !(100..=600_000).contains(&ms) {
             return err(
@@ -526,6 +539,8 @@ pub struct NatsOutput {
     template: SubjectTemplate,
     max_inflight: usize,
     ack_timeout: Duration,
+    /// `[output.tls]`: the CA (and client certificate) for the servers; TLS is then required.
+    tls: Option<Arc<rustls::ClientConfig>>,
     client: Option<Client>,
     js: Option<Context>,
     /// Whether the stream was found (or made) and covers the template.
@@ -566,6 +581,13 @@ impl NatsOutput {
         let servers = parse_servers(cfg.url.as_deref().unwrap_or(""))
             .map_err(|e| ConfigError(format!("url: {e}")))?;
         let url = servers_for_logs(&servers);
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                crate::output::syslog::client_config(t)
+                    .map_err(|e| ConfigError(format!("tls.{e}")))?,
+            ),
+            None => None,
+        };
         let stream = cfg.stream.clone().unwrap_or_default();
         check_stream_name(&stream).map_err(|e| ConfigError(format!("stream: {e}")))?;
         let template = SubjectTemplate::parse(cfg.subject.as_deref().unwrap_or(""))
@@ -587,6 +609,7 @@ impl NatsOutput {
             ack_timeout: Duration::from_millis(
                 cfg.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS),
             ),
+            tls,
             client: None,
             js: None,
             stream_ready: false,
@@ -652,6 +675,11 @@ impl NatsOutput {
                     Some(p) => options.user_and_password(user, percent_decode(p)),
                     None => options.token(user),
                 };
+            }
+            if let Some(tls) = &self.tls {
+                options = options
+                    .tls_client_config(rustls::ClientConfig::clone(tls))
+                    .require_tls(true);
             }
             let options = options
                 .name(format!("syslog-sink {name}"))
@@ -1048,7 +1076,8 @@ mod tests {
         let start = shipped.find("# name = \"bus\"").unwrap();
         let block: Vec<&str> = shipped[start..]
             .lines()
-            .take_while(|l| l.starts_with('#'))
+            // Up to its [output.tls] (whose files do not exist here).
+            .take_while(|l| l.starts_with('#') && !l.starts_with("# [output.tls]"))
             .map(|l| l.strip_prefix("# ").unwrap_or(""))
             .filter(|l| !l.starts_with('#'))
             .collect();
@@ -1141,6 +1170,14 @@ mod tests {
             (
                 format!("type = \"nats\"\n{u}{s}path = \"x\"\n"),
                 &["path", "does not apply"],
+            ),
+            (
+                format!("type = \"nats\"\n{u}{s}[output.tls]\nca = \"/nonexistent/ca.pem\"\n"),
+                &["\"bus\".tls.ca", "/nonexistent/ca.pem"],
+            ),
+            (
+                format!("type = \"nats\"\n{u}{s}[output.tls]\nca = \"x\"\nserver_name = \"h\"\n"),
+                &["tls.server_name", "does not apply"],
             ),
             (
                 "type = \"stdout\"\nstream = \"S\"\n".to_string(),
