@@ -22,6 +22,10 @@
 //! (`ack_timeout_ms`) keeps the record; `flush` returns the error and the run loop retries it
 //! with backoff, resending with the same id, while the queue fills and the listeners slow down.
 //! The client reconnects by itself (also to other servers of a cluster it learned about).
+//!
+//! **Connection.** `url` lists one or more `nats://` or `tls://` servers; credentials in it
+//! (`user:password@`, `token@`) are sent and kept out of logs. `[output.tls]` (the `syslog`
+//! output's section: `ca`, `cert`, `key`) makes TLS required with a private CA.
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
