@@ -285,6 +285,8 @@ pub enum OutputType {
     Syslog,
     /// Batches POSTed to a URL: JSON webhook, Splunk HEC or Elasticsearch `_bulk`.
     Http,
+    /// JSON records published to a NATS JetStream stream, acknowledged.
+    Nats,
 }
 
 impl OutputType {
@@ -295,6 +297,7 @@ impl OutputType {
             OutputType::Stdout => "stdout",
             OutputType::Syslog => "syslog",
             OutputType::Http => "http",
+            OutputType::Nats => "nats",
         }
     }
 }
@@ -305,7 +308,7 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file`, `stdout`, `syslog` or `http`.
+    /// `file`, `stdout`, `syslog`, `http` or `nats`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
@@ -319,6 +322,7 @@ pub struct OutputConfig {
     pub passthrough: Option<bool>,
     /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
     /// `http`: the CA (and client certificate) for an `https` URL; public roots when absent.
+    /// `nats`: the CA (and client certificate) for `tls://` servers.
     pub tls: Option<ForwardTlsConfig>,
     /// `syslog`, `http`: give up one connection attempt after this many milliseconds (default
     /// 5000).
@@ -339,7 +343,8 @@ pub struct OutputConfig {
     /// `syslog`: most bytes written but not yet confirmed; the output waits for confirmations
     /// above it (default 64 MiB).
     pub max_unconfirmed_bytes: Option<usize>,
-    /// `http`: where batches are POSTed (`http://` or `https://`).
+    /// `http`: where batches are POSTed (`http://` or `https://`). `nats`: the server(s),
+    /// `nats://host:port`, several separated by commas.
     pub url: Option<String>,
     /// `http`: `json` (a JSON array of records, the default), `splunk_hec` or
     /// `elasticsearch_bulk`.
@@ -369,6 +374,14 @@ pub struct OutputConfig {
     /// 408/429, Elasticsearch item errors other than 429/5xx) are appended; without it they are
     /// logged, one error line each.
     pub dead_letter_path: Option<PathBuf>,
+    /// `nats`: the JetStream stream (created with the subject's fixed prefix when missing).
+    pub stream: Option<String>,
+    /// `nats`: the subject template, e.g. `k8s.events.{category}.{namespace}`.
+    pub subject: Option<String>,
+    /// `nats`: most publishes awaiting their JetStream acknowledgement at once (default 1024).
+    pub max_inflight: Option<usize>,
+    /// `nats`: a publish not acknowledged within this many milliseconds is resent (default 5000).
+    pub ack_timeout_ms: Option<u64>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -506,7 +519,11 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             ("address", o.address.is_some()),
             ("framing", o.framing.is_some()),
             ("passthrough", o.passthrough.is_some()),
-            ("tls", o.tls.is_some() && !http),
+            // `http` and `nats` take [output.tls] too (checked by their own validate).
+            (
+                "tls",
+                o.tls.is_some() && !http && o.kind != OutputType::Nats,
+            ),
             (
                 "connect_timeout_ms",
                 o.connect_timeout_ms.is_some() && !http,
@@ -738,6 +755,7 @@ impl Config {
             names.push(&o.name);
             validate_syslog(o, &key)?;
             crate::output::http::validate(o, &key)?;
+            crate::output::nats::validate(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -745,7 +763,10 @@ impl Config {
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
                 }
-                (OutputType::Stdout | OutputType::Syslog | OutputType::Http, Some(_)) => {
+                (
+                    OutputType::Stdout | OutputType::Syslog | OutputType::Http | OutputType::Nats,
+                    Some(_),
+                ) => {
                     return err(
                         key("path"),
                         format!("does not apply to type {:?}", o.kind.as_str()),

@@ -38,7 +38,8 @@ use crate::framing::{Frame, FrameDecoder, FrameKind};
 use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
 use crate::output::{
-    self, file::FileOutput, http::HttpOutput, stdout::StdoutOutput, syslog::SyslogOutput,
+    self, file::FileOutput, http::HttpOutput, nats::NatsOutput, stdout::StdoutOutput,
+    syslog::SyslogOutput,
 };
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
@@ -128,6 +129,11 @@ impl Server {
                 }
                 OutputType::Http => {
                     let out = HttpOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    tokio::spawn(output::run(out, i, rx, every, m))
+                }
+                OutputType::Nats => {
+                    let out = NatsOutput::new(o, i, m.clone())
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
                     tokio::spawn(output::run(out, i, rx, every, m))
                 }

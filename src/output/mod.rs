@@ -5,9 +5,11 @@
 //! - [`stdout::StdoutOutput`]: JSON lines on standard output.
 //! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
 //! - [`http::HttpOutput`]: batches POSTed to a URL (JSON webhook, Splunk HEC, Elasticsearch bulk).
+//! - [`nats::NatsOutput`]: JSON records published to a NATS JetStream stream, acknowledged.
 
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod stdout;
 pub mod syslog;
 
