@@ -4,7 +4,9 @@
 //!     valgrind --tool=callgrind target/release/examples/hotpath record 5
 //!
 //! Stages: `parse`, `classify` (parse + classify), `record` (parse + classify + JSON), `peers`
-//! (our parser walking every SD param and the timestamp, as in `benches/pipeline.rs`).
+//! (our parser walking every SD param and the timestamp, as in `benches/pipeline.rs`), and the
+//! peers on the same frames for comparison: `loose` (`syslog_loose`), `rfc5424`
+//! (`syslog_rfc5424`), both over the UTF-8 frames as in `benches/pipeline.rs`.
 //! The second argument is the number of passes over the 2,000 frames. `dump` writes the records of
 //! one pass to stdout (to compare the JSON before and after a change).
 
@@ -42,6 +44,10 @@ fn main() {
         std::io::Write::write_all(&mut std::io::stdout(), &out).expect("stdout");
         return;
     }
+    let text: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| std::str::from_utf8(&f.data).ok())
+        .collect();
     let mut n = 0usize;
     for _ in 0..passes {
         match stage.as_str() {
@@ -59,8 +65,8 @@ fn main() {
                     .count()
             }
             "peers" => {
-                for f in &frames {
-                    if let Ok(m) = parse(&f.data, Format::Auto) {
+                for f in &text {
+                    if let Ok(m) = parse(f.as_bytes(), Format::Auto) {
                         n += m.timestamp_parsed().is_some() as usize;
                         for el in m.structured_data.iter().flat_map(|sd| sd.elements()) {
                             for (_, v) in el.params() {
@@ -68,6 +74,18 @@ fn main() {
                             }
                         }
                     }
+                }
+            }
+            "loose" => {
+                for f in &text {
+                    n += syslog_loose::parse_message(f, syslog_loose::Variant::Either)
+                        .structured_data
+                        .len();
+                }
+            }
+            "rfc5424" => {
+                for f in &text {
+                    n += syslog_rfc5424::parse_message(f).map_or(0, |m| m.sd.len());
                 }
             }
             _ => {

@@ -1333,7 +1333,7 @@ impl Reader {
     async fn flush<O: Output>(&mut self, out: &mut O) {
         if let Err(e) = out.flush().await {
             if let Some(m) = self.shared.m() {
-                retry_flush(out, &m.name, &m.errors, e).await;
+                retry_flush(out, m, e).await;
             }
         }
         self.flushed = self.taken;

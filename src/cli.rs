@@ -167,7 +167,7 @@ fn run_serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.server.log_level);
+    init_logging(&config.server.log_level, config.server.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,7 +179,7 @@ fn run_serve(path: PathBuf) -> ExitCode {
         }
     };
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, Some(&path))) {
         Ok(Stopped::Clean) => ExitCode::SUCCESS,
         Ok(Stopped::GraceExpired) => ExitCode::from(3),
         Err(e) => {
@@ -189,17 +189,25 @@ fn run_serve(path: PathBuf) -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the config's level.
-fn init_logging(level: &str) {
+/// Logs to stderr as text or JSON lines; `RUST_LOG` overrides the config's level.
+fn init_logging(level: &str, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Options of `parse`.

@@ -3,6 +3,7 @@
 //! Unknown keys are errors. [`Config::load`] reads and checks a file; every error names the
 //! key (`listen[0].address`, `output[1] "events".path`, ...) and says why.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +54,67 @@ pub struct Config {
     /// `[classify]`: extra classification rules.
     #[serde(default)]
     pub classify: ClassifyConfig,
+    /// `[admin]`: the HTTP admin listener (metrics, health, status page).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event (`timestamp`, `level`, `target`, `fields`).
+    Json,
+}
+
+/// `[admin]`: the HTTP admin listener ([`crate::admin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `ip:port` of the admin listener; `""` (the default when the section is absent) turns it
+    /// off. The shipped config sets `127.0.0.1:9514`.
+    pub address: String,
+    /// Namespaces exported with their own label in `/metrics` (the most active ones); the rest
+    /// are summed under `namespace="other"`.
+    pub top_namespaces: usize,
+    /// Event categories counted as failures: kept in the last-failures list and shown per
+    /// namespace on the status page.
+    pub failure_categories: Vec<String>,
+    /// Seconds between the status page's chart samples (1 .. 60).
+    pub sample_interval_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: String::new(),
+            top_namespaces: 20,
+            failure_categories: crate::stats::DEFAULT_FAILURE_CATEGORIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            sample_interval_secs: 5,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin listener's address, `None` when it is off.
+    pub fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        self.address.parse().map(Some).map_err(|e| {
+            ConfigError(format!(
+                "admin.address: invalid socket address {:?} ({e}); expected ip:port, e.g. \
+                 \"127.0.0.1:9514\", or \"\" for no admin listener",
+                self.address
+            ))
+        })
+    }
 }
 
 /// `[server]`.
@@ -71,6 +133,8 @@ pub struct ServerConfig {
     /// Most bytes of reads and their JSON on the way to the outputs, all connections together;
     /// when spent, connections stop reading until outputs catch up (backpressure).
     pub max_inflight_bytes: usize,
+    /// `text` (default) or `json` log lines on stderr.
+    pub log_format: LogFormat,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +145,7 @@ impl Default for ServerConfig {
             log_level: "info".to_string(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -225,6 +290,10 @@ pub enum OutputType {
     Stdout,
     /// RFC 5424 syslog forwarded over TCP or TLS to another receiver.
     Syslog,
+    /// Batches POSTed to a URL: JSON webhook, Splunk HEC or Elasticsearch `_bulk`.
+    Http,
+    /// JSON records published to a NATS JetStream stream, acknowledged.
+    Nats,
 }
 
 impl OutputType {
@@ -234,6 +303,8 @@ impl OutputType {
             OutputType::File => "file",
             OutputType::Stdout => "stdout",
             OutputType::Syslog => "syslog",
+            OutputType::Http => "http",
+            OutputType::Nats => "nats",
         }
     }
 
@@ -241,7 +312,7 @@ impl OutputType {
     /// false` (see [`OutputConfig::buffer_config`]).
     pub fn is_network(self) -> bool {
         match self {
-            OutputType::Syslog => true,
+            OutputType::Syslog | OutputType::Http | OutputType::Nats => true,
             OutputType::File | OutputType::Stdout => false,
         }
     }
@@ -251,7 +322,7 @@ impl OutputType {
     pub fn buffers_frames(self) -> bool {
         match self {
             OutputType::Syslog => true,
-            OutputType::File | OutputType::Stdout => false,
+            OutputType::File | OutputType::Stdout | OutputType::Http | OutputType::Nats => false,
         }
     }
 }
@@ -262,7 +333,7 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file`, `stdout` or `syslog`.
+    /// `file`, `stdout`, `syslog`, `http` or `nats`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
@@ -275,8 +346,11 @@ pub struct OutputConfig {
     /// from the parsed message (`false`, the default).
     pub passthrough: Option<bool>,
     /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
+    /// `http`: the CA (and client certificate) for an `https` URL; public roots when absent.
+    /// `nats`: the CA (and client certificate) for `tls://` servers.
     pub tls: Option<ForwardTlsConfig>,
-    /// `syslog`: give up one connection attempt after this many milliseconds (default 5000).
+    /// `syslog`, `http`: give up one connection attempt after this many milliseconds (default
+    /// 5000).
     pub connect_timeout_ms: Option<u64>,
     /// `syslog`: TCP keepalive probes after this many idle seconds (default 60; 0 = off), so a
     /// receiver that vanished while the connection was idle is noticed.
@@ -294,6 +368,45 @@ pub struct OutputConfig {
     /// `syslog`: most bytes written but not yet confirmed; the output waits for confirmations
     /// above it (default 64 MiB).
     pub max_unconfirmed_bytes: Option<usize>,
+    /// `http`: where batches are POSTed (`http://` or `https://`). `nats`: the server(s),
+    /// `nats://host:port`, several separated by commas.
+    pub url: Option<String>,
+    /// `http`: `json` (a JSON array of records, the default), `splunk_hec` or
+    /// `elasticsearch_bulk`.
+    pub encoding: Option<HttpEncoding>,
+    /// `http` with `splunk_hec`: the HEC token (sent as `Authorization: Splunk <token>`).
+    pub token: Option<String>,
+    /// `http` with `splunk_hec`: the events' `sourcetype` (the token's default when absent).
+    pub sourcetype: Option<String>,
+    /// `http` with `splunk_hec`: the events' `source` (default: the record's `app_name`).
+    pub source: Option<String>,
+    /// `http`: with `splunk_hec` the Splunk index (the token's default when absent); with
+    /// `elasticsearch_bulk` the index name, strftime patterns allowed, taken from the record's
+    /// time in UTC (default `syslog-sink-%Y.%m.%d`).
+    pub index: Option<String>,
+    /// `http`: gzip request bodies (`Content-Encoding: gzip`; default false).
+    pub gzip: Option<bool>,
+    /// `http`: extra request headers (`Authorization = "ApiKey ..."`).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `http`: most bytes of records in one request (default 1 MiB; a larger record goes alone).
+    pub batch_max_bytes: Option<usize>,
+    /// `http`: most records in one request (default 10000).
+    pub batch_max_records: Option<usize>,
+    /// `http`: give up one request (sending it and reading the answer) after this many
+    /// milliseconds (default 30000); retried.
+    pub request_timeout_ms: Option<u64>,
+    /// `http`: JSON-lines file where records the receiver refused for good (4xx other than
+    /// 408/429, Elasticsearch item errors other than 429/5xx) are appended; without it they are
+    /// logged, one error line each.
+    pub dead_letter_path: Option<PathBuf>,
+    /// `nats`: the JetStream stream (created with the subject's fixed prefix when missing).
+    pub stream: Option<String>,
+    /// `nats`: the subject template, e.g. `k8s.events.{category}.{namespace}`.
+    pub subject: Option<String>,
+    /// `nats`: most publishes awaiting their JetStream acknowledgement at once (default 1024).
+    pub max_inflight: Option<usize>,
+    /// `nats`: a publish not acknowledged within this many milliseconds is resent (default 5000).
+    pub ack_timeout_ms: Option<u64>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -303,7 +416,7 @@ pub struct OutputConfig {
     /// Which records this output gets; all when absent.
     pub filter: Option<FilterConfig>,
     /// Disk buffer: `false`, `true` or `[output.buffer]`. Absent: on for network outputs
-    /// (`syslog`), off for `file` and `stdout`. See [`OutputConfig::buffer_config`].
+    /// (`syslog`, `http`, `nats`), off for `file` and `stdout`. See [`OutputConfig::buffer_config`].
     pub buffer: Option<BufferSetting>,
 }
 
@@ -393,6 +506,19 @@ pub enum ForwardFraming {
     /// Non-transparent framing: the message, then LF (a message holding LF is split by the
     /// receiver).
     Lf,
+}
+
+/// How an `http` output encodes a batch (see README "Outputs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEncoding {
+    /// A JSON array of records (`application/json`).
+    #[default]
+    Json,
+    /// Splunk HTTP Event Collector envelopes, one per record.
+    SplunkHec,
+    /// Elasticsearch `_bulk` NDJSON: a `create` action line, then the record.
+    ElasticsearchBulk,
 }
 
 /// `[output.tls]` of a `syslog` output: the client side of TLS.
@@ -508,12 +634,20 @@ fn validate_tls(t: &TlsConfig, prefix: &str) -> Result<(), ConfigError> {
 fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
     if o.kind != OutputType::Syslog {
+        let http = o.kind == OutputType::Http;
         let set = [
             ("address", o.address.is_some()),
             ("framing", o.framing.is_some()),
             ("passthrough", o.passthrough.is_some()),
-            ("tls", o.tls.is_some()),
-            ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
+            // `http` and `nats` take [output.tls] too (checked by their own validate).
+            (
+                "tls",
+                o.tls.is_some() && !http && o.kind != OutputType::Nats,
+            ),
+            (
+                "connect_timeout_ms",
+                o.connect_timeout_ms.is_some() && !http,
+            ),
             ("keepalive_secs", o.keepalive_secs.is_some()),
             ("write_timeout_ms", o.write_timeout_ms.is_some()),
             ("max_backoff_ms", o.max_backoff_ms.is_some()),
@@ -524,8 +658,13 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             return err(
                 k,
                 format!(
-                    "does not apply to type {:?} (only to \"syslog\")",
-                    o.kind.as_str()
+                    "does not apply to type {:?} (only to \"syslog\"{})",
+                    o.kind.as_str(),
+                    if matches!(*k, "tls" | "connect_timeout_ms") {
+                        " and \"http\""
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -745,6 +884,30 @@ impl Config {
             );
         }
         let classifier = self.classifier()?;
+        self.admin.socket_addr()?;
+        if !(1..=1000).contains(&self.admin.top_namespaces) {
+            return err(
+                "admin.top_namespaces".into(),
+                format!("{} is out of range 1..=1000", self.admin.top_namespaces),
+            );
+        }
+        if !(1..=60).contains(&self.admin.sample_interval_secs) {
+            return err(
+                "admin.sample_interval_secs".into(),
+                format!("{} is out of range 1..=60", self.admin.sample_interval_secs),
+            );
+        }
+        for c in &self.admin.failure_categories {
+            if !classifier.categories().iter().any(|k| k == c) {
+                return err(
+                    "admin.failure_categories".into(),
+                    format!(
+                        "unknown category {c:?}; known: {}",
+                        classifier.categories().join(", ")
+                    ),
+                );
+            }
+        }
         let mut names: Vec<&str> = Vec::new();
         let mut buffers: Vec<(PathBuf, String)> = Vec::new();
         for (i, o) in self.output.iter().enumerate() {
@@ -757,6 +920,8 @@ impl Config {
             }
             names.push(&o.name);
             validate_syslog(o, &key)?;
+            crate::output::http::validate(o, &key)?;
+            crate::output::nats::validate(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -764,7 +929,10 @@ impl Config {
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
                 }
-                (OutputType::Stdout | OutputType::Syslog, Some(_)) => {
+                (
+                    OutputType::Stdout | OutputType::Syslog | OutputType::Http | OutputType::Nats,
+                    Some(_),
+                ) => {
                     return err(
                         key("path"),
                         format!("does not apply to type {:?}", o.kind.as_str()),
@@ -869,6 +1037,50 @@ mod tests {
         match Config::from_toml(&format!("{BASE}{output}")) {
             Ok(_) => panic!("accepted: {output}"),
             Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn admin_and_log_format_keys_are_checked() {
+        let base = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"o\"\ntype = \"stdout\"\n";
+        let ok = Config::from_toml(base).unwrap();
+        assert_eq!(
+            ok.admin.socket_addr(),
+            Ok(None),
+            "no [admin]: no admin listener"
+        );
+        assert_eq!(ok.server.log_format, LogFormat::Text);
+        let on = Config::from_toml(&format!(
+            "[server]\nlog_format = \"json\"\n[admin]\naddress = \"127.0.0.1:9514\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(on.server.log_format, LogFormat::Json);
+        assert_eq!(on.admin.top_namespaces, 20);
+        assert!(on.admin.socket_addr().unwrap().is_some());
+        for (text, needles) in [
+            (
+                "[admin]\naddress = \"localhost\"\n",
+                &["admin.address", "ip:port"][..],
+            ),
+            (
+                "[admin]\ntop_namespaces = 0\n",
+                &["admin.top_namespaces", "1..=1000"],
+            ),
+            (
+                "[admin]\nsample_interval_secs = 0\n",
+                &["admin.sample_interval_secs"],
+            ),
+            (
+                "[admin]\nfailure_categories = [\"nope\"]\n",
+                &["admin.failure_categories", "nope", "back_off"],
+            ),
+            ("[admin]\nport = 1\n", &["port"]),
+            ("[server]\nlog_format = \"xml\"\n", &["xml"]),
+        ] {
+            let e = Config::from_toml(&format!("{text}{base}")).unwrap_err().0;
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
         }
     }
 

@@ -6,8 +6,11 @@
 //! [`parse`] (RFC 5424 / 3164 into a borrowed [`parse::Message`]) → [`classify`] (k8s events) →
 //! [`record`] (the JSON record) → [`route`] (fan-out, bounded queues) → [`output`] (file, stdout),
 //! with [`config`] and [`metrics`] beside them, and [`tls`] (RFC 5425) and [`limits`] (per-peer
-//! limits) beside [`server`]. `main.rs` only parses the command line.
+//! limits) beside [`server`]. [`admin`] serves metrics, health and a status page over HTTP from
+//! [`metrics`] and [`stats`]; [`reload`] swaps classification rules and output filters on
+//! SIGHUP. `main.rs` only parses the command line.
 
+pub mod admin;
 pub mod buffer;
 pub mod classify;
 pub mod cli;
@@ -18,6 +21,8 @@ pub mod metrics;
 pub mod output;
 pub mod parse;
 pub mod record;
+pub mod reload;
 pub mod route;
 pub mod server;
+pub mod stats;
 pub mod tls;

@@ -187,6 +187,7 @@ impl<'c> Encoder<'c> {
         match frame.kind {
             FrameKind::Error(kind) => {
                 counts.framing_errors += 1;
+                counts.detail.frame_errors[crate::stats::frame_error_index(kind)] += 1;
                 write_null_header(out);
                 out.put_slice(b",\"framing_error\":");
                 write_str(out, kind.code());
@@ -197,7 +198,7 @@ impl<'c> Encoder<'c> {
                     Ok(msg) => {
                         facts.severity = Some(msg.severity());
                         facts.app_name = msg.app_name;
-                        self.write_message(out, &msg, &mut facts, counts);
+                        self.write_message(out, &msg, data, &mut facts, counts);
                     }
                     Err(e) => {
                         counts.parse_errors += 1;
@@ -213,6 +214,7 @@ impl<'c> Encoder<'c> {
                 } = frame.kind
                 {
                     counts.truncated += 1;
+                    counts.detail.truncations[crate::stats::frame_error_index(reason)] += 1;
                     out.put_slice(b",\"truncated\":true,\"truncation\":");
                     write_str(out, reason.code());
                     out.put_slice(b",\"declared_length\":");
@@ -227,10 +229,12 @@ impl<'c> Encoder<'c> {
         facts
     }
 
+    /// `frame` is the bytes `m` was parsed from (its index in the batch is `counts.records - 1`).
     fn write_message<'f>(
         &self,
         out: &mut Out<'_>,
         m: &Message<'f>,
+        frame: &[u8],
         facts: &mut Facts<'f>,
         counts: &mut BatchCounts,
     ) {
@@ -292,6 +296,15 @@ impl<'c> Encoder<'c> {
             if let Some(c) = k.category {
                 counts.category(c);
             }
+            counts.detail.k8s(
+                k.kind,
+                k.category,
+                k.namespace.as_deref(),
+                k.object.as_deref(),
+                m.msg.unwrap_or_default(),
+                frame,
+                counts.records.saturating_sub(1),
+            );
             self.write_k8s(out, &k);
         }
     }

@@ -212,6 +212,50 @@ impl Budget {
     pub fn in_use(&self) -> usize {
         (self.kib as usize - self.sem.available_permits()) * 1024
     }
+
+    /// The whole budget in bytes.
+    pub fn total(&self) -> usize {
+        self.kib as usize * 1024
+    }
+}
+
+/// The outputs (bit i = output i, `filters[i]`; `None` = every record) a record with these
+/// facts goes to.
+#[inline]
+pub fn mask_with(filters: &[Option<Filter>], facts: &Facts<'_>) -> u64 {
+    let mut mask = 0;
+    for (i, f) in filters.iter().enumerate() {
+        if f.as_ref().is_none_or(|f| f.matches(facts)) {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
+/// Reads the outputs' queue depths for the admin listener. It holds weak senders, so it does
+/// not keep a queue open at shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct QueueProbe {
+    queues: Vec<mpsc::WeakSender<Arc<Batch>>>,
+    budget: Option<Budget>,
+}
+
+impl QueueProbe {
+    /// Per output: (batches waiting, capacity); `None` once the queue is closed.
+    pub fn depths(&self) -> Vec<Option<(usize, usize)>> {
+        self.queues
+            .iter()
+            .map(|w| {
+                w.upgrade()
+                    .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+            })
+            .collect()
+    }
+
+    /// The in-flight budget: (bytes in use, whole budget); `None` without one.
+    pub fn inflight(&self) -> Option<(usize, usize)> {
+        self.budget.as_ref().map(|b| (b.in_use(), b.total()))
+    }
 }
 
 /// The queue into one output.
@@ -263,7 +307,8 @@ impl Router {
         rx
     }
 
-    /// The outputs a record with these facts goes to.
+    /// The outputs a record with these facts goes to, by the filters given to [`Router::add`].
+    /// (The server routes with its live, reloadable filters instead: [`mask_with`].)
     pub fn mask(&self, facts: &Facts<'_>) -> u64 {
         let mut mask = 0;
         for (i, r) in self.routes.iter().enumerate() {
@@ -272,6 +317,15 @@ impl Router {
             }
         }
         mask
+    }
+
+    /// A handle that reads the queue depths without keeping the queues open (see
+    /// [`QueueProbe`]).
+    pub fn probe(&self) -> QueueProbe {
+        QueueProbe {
+            queues: self.routes.iter().map(|r| r.tx.downgrade()).collect(),
+            budget: self.budget().cloned(),
+        }
     }
 
     /// Hands `batch` to every output that wants a line of it, waiting while a queue is full.

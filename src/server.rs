@@ -27,22 +27,25 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffer::DiskBuffer;
-use crate::classify::Classifier;
 use crate::config::{AtLimit, Config, ConfigError, ListenConfig, OutputType};
 use crate::framing::{Frame, FrameDecoder, FrameKind};
 use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
-use crate::output::{self, file::FileOutput, stdout::StdoutOutput, syslog::SyslogOutput};
+use crate::output::{
+    self, file::FileOutput, http::HttpOutput, nats::NatsOutput, stdout::StdoutOutput,
+    syslog::SyslogOutput,
+};
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
-use crate::route::{Batch, Budget, Filter, Line, Router, Share};
+use crate::reload::{Reloader, Rules, SharedRules};
+use crate::route::{mask_with, Batch, Budget, Filter, Line, QueueProbe, Router, Share};
 use crate::tls::{TlsListener, TlsReload};
 
 /// A read's share of the in-flight budget, in multiples of its frames' bytes: the frames
@@ -76,6 +79,10 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// Reloads the TLS listeners' certificates.
     tls_reload: TlsReload,
+    /// Classification rules and output filters in use (swapped on reload).
+    rules: SharedRules,
+    /// Reads the outputs' queue depths.
+    probe: QueueProbe,
 }
 
 /// How [`Server::run`] ended.
@@ -91,20 +98,20 @@ impl Server {
     /// Opens the outputs and binds the listeners of `config`.
     pub async fn start(config: &Config) -> Result<Server, ConfigError> {
         config.validate()?;
-        let classifier = Arc::new(config.classifier()?);
+        let filters: Vec<_> = config.output.iter().map(|o| o.filter.clone()).collect();
+        let rules = Rules::build(config, &filters, None, 0)?;
         let output_names: Vec<String> = config.output.iter().map(|o| o.name.clone()).collect();
-        let metrics = Arc::new(Metrics::new(classifier.categories(), &output_names));
+        let listen_addrs: Vec<String> = config.listen.iter().map(|l| l.address.clone()).collect();
+        let metrics = Arc::new(
+            Metrics::new(rules.classifier.categories(), &output_names)
+                .with_listeners(&listen_addrs),
+        );
+        let rules: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(rules));
         let mut router = Router::with_budget(config.server.max_inflight_bytes);
         let mut outputs = Vec::new();
         for (i, o) in config.output.iter().enumerate() {
-            let filter =
-                match &o.filter {
-                    Some(f) => Some(Filter::new(f, &classifier).map_err(|e| {
-                        ConfigError(format!("output[{i}] {:?}.filter: {e}", o.name))
-                    })?),
-                    None => None,
-                };
-            let rx = router.add(filter, o.queue_batches);
+            // Records are routed with the live filters of `rules` (see `process`).
+            let rx = router.add(None::<Filter>, o.queue_batches);
             let m = metrics.clone();
             let buffer = match o.buffer_config(&config.server.data_dir) {
                 Some(b) => {
@@ -131,6 +138,16 @@ impl Server {
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
                     spawn_output(out, i, rx, o, m, buffer)
                 }
+                OutputType::Http => {
+                    let out = HttpOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    spawn_output(out, i, rx, o, m, buffer)
+                }
+                OutputType::Nats => {
+                    let out = NatsOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    spawn_output(out, i, rx, o, m, buffer)
+                }
             };
             let handle = spawned
                 .map_err(|e| ConfigError(format!("output[{i}] {:?}: cannot start: {e}", o.name)))?;
@@ -152,9 +169,10 @@ impl Server {
             };
             let listener = Listener::bind(
                 l,
+                i,
                 tls,
                 router.clone(),
-                classifier.clone(),
+                rules.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 tracker.clone(),
@@ -169,10 +187,22 @@ impl Server {
             shutdown,
             tracker,
             outputs,
+            probe: router.probe(),
             router: Some(router),
             metrics,
             tls_reload: TlsReload::new(tls_listeners),
+            rules,
         })
+    }
+
+    /// The classification rules and output filters in use; a [`Reloader`] swaps them.
+    pub fn rules(&self) -> SharedRules {
+        self.rules.clone()
+    }
+
+    /// Reads the outputs' queue depths (does not keep the queues open).
+    pub fn queue_probe(&self) -> QueueProbe {
+        self.probe.clone()
     }
 
     /// What SIGHUP calls: re-reads the TLS listeners' certificate files.
@@ -249,6 +279,8 @@ pub struct Listener {
     local_addr: SocketAddr,
     /// The `[[listen]]` section.
     cfg: Arc<ListenConfig>,
+    /// Its index in the config (its [`crate::metrics::ListenerMetrics`]).
+    index: usize,
     /// TLS state when the listener has `[listen.tls]`.
     tls: Option<Arc<TlsListener>>,
     /// One permit per open connection.
@@ -257,8 +289,8 @@ pub struct Listener {
     peers: Arc<PeerLimits>,
     /// Where the connections' batches go.
     router: Router,
-    /// Shared classification rules.
-    classifier: Arc<Classifier>,
+    /// Classification rules and output filters in use.
+    rules: SharedRules,
     /// Counters.
     metrics: Arc<Metrics>,
     /// Cancelled at shutdown.
@@ -268,12 +300,15 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds the socket of `cfg`; with `tls`, connections must speak TLS.
+    /// Binds the socket of `cfg` (listener `index` of the config); with `tls`, connections
+    /// must speak TLS.
+    #[allow(clippy::too_many_arguments)]
     pub async fn bind(
         cfg: &ListenConfig,
+        index: usize,
         tls: Option<Arc<TlsListener>>,
         router: Router,
-        classifier: Arc<Classifier>,
+        rules: SharedRules,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -285,6 +320,9 @@ impl Listener {
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let local_addr = listener.local_addr()?;
+        if let Some(l) = metrics.listeners.get(index) {
+            let _ = l.bound.set(local_addr);
+        }
         tracing::info!(address = %local_addr, tls = tls.is_some(), framing = ?cfg.framing, format = ?cfg.format,
             max_frame_bytes = cfg.max_frame_bytes, max_connections = cfg.max_connections, "listening");
         Ok(Listener {
@@ -294,8 +332,9 @@ impl Listener {
             limit: Arc::new(Semaphore::new(cfg.max_connections)),
             peers: Arc::new(PeerLimits::new(cfg, metrics.clone())),
             cfg: Arc::new(cfg.clone()),
+            index,
             router,
-            classifier,
+            rules,
             metrics,
             shutdown,
             tracker,
@@ -338,6 +377,9 @@ impl Listener {
                     Ok(p) => p,
                     Err(_) => {
                         self.metrics.connections_refused.fetch_add(1, Relaxed);
+                        if let Some(l) = self.metrics.listeners.get(self.index) {
+                            l.refused.fetch_add(1, Relaxed);
+                        }
                         refused_since_log += 1;
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
                             tracing::warn!(address = %self.local_addr, %peer, refused = refused_since_log,
@@ -353,16 +395,24 @@ impl Listener {
             };
             // Per peer IP (counted and logged by `admit`); the global slot goes back at once.
             let Some(peer_guard) = self.peers.admit(peer.ip()) else {
+                if let Some(l) = self.metrics.listeners.get(self.index) {
+                    l.refused.fetch_add(1, Relaxed);
+                }
                 drop((stream, permit));
                 continue;
             };
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
+            if let Some(l) = self.metrics.listeners.get(self.index) {
+                l.accepted.fetch_add(1, Relaxed);
+            }
             let conn = Connection {
                 peer,
+                permit,
                 peer_guard,
                 cfg: self.cfg.clone(),
+                index: self.index,
                 router: self.router.clone(),
-                classifier: self.classifier.clone(),
+                rules: self.rules.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
                 tracker: self.tracker.clone(),
@@ -383,11 +433,13 @@ impl Listener {
                             }
                             None => {
                                 conn.metrics.connections_closed.fetch_add(1, Relaxed);
+                                if let Some(l) = conn.metrics.listeners.get(conn.index) {
+                                    l.closed.fetch_add(1, Relaxed);
+                                }
                             }
                         }
                     }
                 }
-                drop(permit);
             });
         }
         tracing::debug!(address = %self.local_addr, "listener stopped");
@@ -397,10 +449,13 @@ impl Listener {
 /// What a connection's reader and processor share, before the stream is known.
 struct Connection {
     peer: SocketAddr,
+    /// Its slot under `max_connections`.
+    permit: OwnedSemaphorePermit,
     peer_guard: PeerGuard,
     cfg: Arc<ListenConfig>,
+    index: usize,
     router: Router,
-    classifier: Arc<Classifier>,
+    rules: SharedRules,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -429,7 +484,7 @@ impl Connection {
                 peer.clone(),
                 peer_cert.clone(),
                 self.cfg.format,
-                self.classifier.clone(),
+                self.rules.clone(),
                 self.router.clone(),
                 self.metrics.clone(),
             ));
@@ -439,8 +494,10 @@ impl Connection {
             budget,
             stream,
             peer: self.peer,
+            permit: self.permit,
             peer_guard: self.peer_guard,
             cfg: self.cfg,
+            index: self.index,
             metrics: self.metrics,
             shutdown: self.shutdown,
         };
@@ -490,10 +547,15 @@ struct Handler<S> {
     stream: S,
     /// Its remote address.
     peer: SocketAddr,
+    /// Its slot under `max_connections`, given back (like `peer_guard`) before the socket is
+    /// closed, so that a sender that sees the close can connect again at once.
+    permit: OwnedSemaphorePermit,
     /// Its share of the per-IP limits (the slot is given back when the handler ends).
     peer_guard: PeerGuard,
     /// The listener's settings.
     cfg: Arc<ListenConfig>,
+    /// The listener's index (its [`crate::metrics::ListenerMetrics`]).
+    index: usize,
     /// Counters.
     metrics: Arc<Metrics>,
     /// Cancelled at shutdown.
@@ -548,6 +610,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
                 Some(Ok(n)) => {
                     bytes += n as u64;
                     self.metrics.bytes.fetch_add(n as u64, Relaxed);
+                    self.listener_count(n as u64, 0);
                 }
                 Some(Err(e)) => {
                     tracing::info!(peer = %self.peer, error = %e, "read failed");
@@ -557,6 +620,7 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
             let frames = decode_available(&mut decoder, &mut buf, false);
             let n_frames = frames.len();
             frames_total += n_frames as u64;
+            self.listener_count(0, n_frames as u64);
             framing_errors += count_errors(&frames);
             if !frames.is_empty() {
                 let share = self.share(&frames).await;
@@ -585,11 +649,13 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
                     Ok(Ok(n)) if n > 0 => {
                         bytes += n as u64;
                         self.metrics.bytes.fetch_add(n as u64, Relaxed);
+                        self.listener_count(n as u64, 0);
                     }
                     _ => break,
                 }
                 let frames = decode_available(&mut decoder, &mut buf, false);
                 frames_total += frames.len() as u64;
+                self.listener_count(0, frames.len() as u64);
                 framing_errors += count_errors(&frames);
                 if !frames.is_empty() && tx.send((frames, None)).await.is_err() {
                     break;
@@ -599,11 +665,15 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
         // Whatever is left (a frame cut by the peer's disconnect, or by shutdown) becomes a record.
         let frames = decode_available(&mut decoder, &mut buf, true);
         frames_total += frames.len() as u64;
+        self.listener_count(0, frames.len() as u64);
         framing_errors += count_errors(&frames);
         if !frames.is_empty() {
             let _ = tx.send((frames, None)).await;
         }
         self.metrics.connections_closed.fetch_add(1, Relaxed);
+        if let Some(l) = self.metrics.listeners.get(self.index) {
+            l.closed.fetch_add(1, Relaxed);
+        }
         match close {
             Close::Idle => {
                 tracing::info!(peer = %self.peer, idle_timeout_secs = self.cfg.idle_timeout_secs,
@@ -616,6 +686,30 @@ impl<S: AsyncRead + Unpin + Send> Handler<S> {
         }
         tracing::debug!(peer = %self.peer, ?close, bytes, frames = frames_total, framing_errors,
             secs = started.elapsed().as_secs_f64(), "connection closed");
+        // The slots first, then the socket: a sender that sees the close finds them free.
+        let Handler {
+            stream,
+            permit,
+            peer_guard,
+            ..
+        } = self;
+        drop(permit);
+        drop(peer_guard);
+        drop(stream);
+    }
+}
+
+impl<S> Handler<S> {
+    /// Counts bytes read and frames cut on the listener.
+    fn listener_count(&self, bytes: u64, frames: u64) {
+        if let Some(l) = self.metrics.listeners.get(self.index) {
+            if bytes > 0 {
+                l.bytes.fetch_add(bytes, Relaxed);
+            }
+            if frames > 0 {
+                l.frames.fetch_add(frames, Relaxed);
+            }
+        }
     }
 }
 
@@ -673,12 +767,12 @@ async fn process(
     peer: String,
     peer_cert: Option<String>,
     format: Format,
-    classifier: Arc<Classifier>,
+    rules: SharedRules,
     router: Router,
     metrics: Arc<Metrics>,
 ) {
-    let encoder = Encoder::new(format, &classifier);
-    let mut counts = BatchCounts::new(classifier.categories().len());
+    let mut counts = BatchCounts::default();
+    let mut generation = None;
     let mut sizer = JsonSizer::default();
     while let Some((frames, share)) = rx.recv().await {
         let received_at = now_rfc3339();
@@ -687,14 +781,31 @@ async fn process(
             peer: Some(&peer),
             peer_cert: peer_cert.as_deref(),
         };
-        let mut batch = encode_batch(&encoder, &router, frames, &ctx, &mut sizer, &mut counts);
-        metrics.add(&counts);
-        counts.clear();
+        // The rules in use, once per batch (a reload takes effect at the next batch).
+        let rules_now = rules.load_full();
+        if generation != Some(rules_now.generation) {
+            counts = BatchCounts::new(rules_now.classifier.categories().len());
+            counts.detail.set_failures(&rules_now.failure);
+            generation = Some(rules_now.generation);
+        }
+        let encoder = Encoder::new(format, &rules_now.classifier);
+        let mut batch = encode_batch(
+            &encoder,
+            &rules_now.filters,
+            frames,
+            &ctx,
+            &mut sizer,
+            &mut counts,
+        );
         batch.budget = share.map(Arc::new);
         if turn.mine.recv().await.is_none() {
             // The processor before stopped (its outputs are gone): so do we.
+            metrics.add_mapped(&counts, rules_now.slots.as_deref(), &batch.frames);
             break;
         }
+        // Counted in read order too (the last failure events stay in order).
+        metrics.add_mapped(&counts, rules_now.slots.as_deref(), &batch.frames);
+        counts.clear();
         if let Err(closed) = router.send(batch).await {
             tracing::error!(output = closed.0, "output stopped; cannot deliver");
             break;
@@ -735,10 +846,11 @@ impl JsonSizer {
     }
 }
 
-/// Encodes `frames` into one [`Batch`], its JSON in a buffer of its own sized by `sizer`.
+/// Encodes `frames` into one [`Batch`], its JSON in a buffer of its own sized by `sizer`,
+/// routed by `filters` (one per output, see [`mask_with`]).
 pub fn encode_batch(
     encoder: &Encoder<'_>,
-    router: &Router,
+    filters: &[Option<Filter>],
     frames: Vec<Frame>,
     ctx: &RecordContext<'_>,
     sizer: &mut JsonSizer,
@@ -751,7 +863,7 @@ pub fn encode_batch(
     let (mut all, mut any) = (u64::MAX, 0u64);
     for f in &frames {
         let facts = encoder.encode(f, ctx, out, counts);
-        let mask = router.mask(&facts);
+        let mask = mask_with(filters, &facts);
         lines.push(Line {
             end: out.len() as u32,
             mask,
@@ -771,24 +883,60 @@ pub fn encode_batch(
 }
 
 /// Runs the server of `config` until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn serve(config: Config) -> Result<Stopped, ConfigError> {
+///
+/// With `config_path` (the file `config` was read from), SIGHUP reloads classification rules,
+/// output filters and TLS certificates from it ([`Reloader`]); without, SIGHUP reloads the TLS
+/// certificates only. The admin listener (`[admin] address`) is bound before anything starts,
+/// so a port in use is an error naming the key.
+pub async fn serve(
+    config: Config,
+    config_path: Option<&std::path::Path>,
+) -> Result<Stopped, ConfigError> {
+    let admin_listener = match config.admin.socket_addr()? {
+        Some(addr) => Some(crate::admin::bind(addr).await?),
+        None => None,
+    };
     let server = Server::start(&config).await?;
     let token = server.shutdown_token();
     let metrics = server.metrics();
     let reload = server.tls_reload();
+    let reloader = config_path.map(|p| {
+        Arc::new(Reloader::new(
+            p.to_path_buf(),
+            config.clone(),
+            server.rules(),
+            metrics.clone(),
+            reload.clone(),
+        ))
+    });
+    let admin = admin_listener.map(|l| {
+        let state = crate::admin::AdminState::new(&config, &server, reloader.clone());
+        // Not stopped by the shutdown token: during the drain /readyz answers 503 "shutting
+        // down" (a load balancer stops sending); the task is aborted once the server stopped.
+        tokio::spawn(crate::admin::run(l, state, CancellationToken::new()))
+    });
     let sighup = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; TLS certificates will not be reloaded");
+                tracing::error!(error = %e, "cannot listen for SIGHUP; the config will not be reloaded");
                 return;
             }
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading TLS certificates");
-            // Errors are logged by reload(); the old certificates stay in use.
-            let _ = reload.reload();
+            match &reloader {
+                Some(r) => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // Logged by reload(); on error the rules in use stay.
+                    let _ = r.reload();
+                }
+                None => {
+                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    // Errors are logged by reload(); the old certificates stay in use.
+                    let _ = reload.reload();
+                }
+            }
         }
     });
     let summary = (config.server.summary_interval_secs > 0).then(|| {
@@ -817,6 +965,9 @@ pub async fn serve(config: Config) -> Result<Stopped, ConfigError> {
         s.abort();
     }
     sighup.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
     tracing::info!(target: "syslog_sink::summary", "{}", metrics.summary(0, started.elapsed()));
     match stopped {
         Stopped::Clean => tracing::info!("stopped: every record read was written"),

@@ -4,8 +4,12 @@
 //! - [`file::FileOutput`]: JSON lines appended to a file.
 //! - [`stdout::StdoutOutput`]: JSON lines on standard output.
 //! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
+//! - [`http::HttpOutput`]: batches POSTed to a URL (JSON webhook, Splunk HEC, Elasticsearch bulk).
+//! - [`nats::NatsOutput`]: JSON records published to a NATS JetStream stream, acknowledged.
 
 pub mod file;
+pub mod http;
+pub mod nats;
 pub mod stdout;
 pub mod syslog;
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
-use crate::metrics::{Metrics, OutputMetrics};
+use crate::metrics::{Metrics, OutputMetrics, OutputState};
 use crate::route::{Batch, Receiver};
 
 /// A destination for records.
@@ -28,6 +32,12 @@ use crate::route::{Batch, Receiver};
 ///
 /// `write` takes complete lines. When it (or `flush`) fails, the output keeps what it could not
 /// write and writes it on a later successful `flush`: the caller retries `flush`, never `write`.
+///
+/// State for `/readyz` and the status page: [`run`] sets the output's
+/// [`crate::metrics::OutputState`] (`Up` at start, `Retrying` while it retries a failed flush,
+/// `Down` at the end). An output that holds its own connection also calls
+/// [`OutputMetrics::set_failed`] when the connection is lost or cannot be made and
+/// `set_state(OutputState::Up)` once it is back (see the `syslog` output).
 pub trait Output: Send + 'static {
     /// Takes the records of `batch` whose mask has `bit`, counting them in `m`. The default
     /// writes the JSON runs with `write`, retrying `flush` with backoff when a write fails.
@@ -45,7 +55,7 @@ pub trait Output: Send + 'static {
                 m.records.fetch_add(n, Relaxed);
                 m.bytes.fetch_add(run.len() as u64, Relaxed);
                 if let Err(e) = self.write(run).await {
-                    retry_flush(self, &m.name, &m.errors, e).await;
+                    retry_flush(self, m, e).await;
                 }
             }
         }
@@ -189,6 +199,7 @@ pub async fn run<O: Output>(
     let Some(m) = metrics.outputs.get(index) else {
         return;
     };
+    m.set_state(OutputState::Up);
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
@@ -202,46 +213,46 @@ pub async fn run<O: Output>(
                 // pile up meanwhile and go out in fewer, larger writes).
                 if dirty && rx.is_empty() {
                     if let Err(e) = out.flush().await {
-                        retry_flush(&mut out, &m.name, &m.errors, e).await;
+                        retry_flush(&mut out, m, e).await;
                     }
                     dirty = false;
                 }
             }
             _ = tick.tick(), if dirty || out.unconfirmed() => {
                 if let Err(e) = out.flush().await {
-                    retry_flush(&mut out, &m.name, &m.errors, e).await;
+                    retry_flush(&mut out, m, e).await;
                 }
                 dirty = false;
             }
         }
     }
     if let Err(e) = out.flush().await {
-        retry_flush(&mut out, &m.name, &m.errors, e).await;
+        retry_flush(&mut out, m, e).await;
     }
     if let Err(e) = out.close().await {
         m.errors.fetch_add(1, Relaxed);
         tracing::error!(output = %m.name, error = %e, "closing output failed");
     }
+    m.set_state(OutputState::Down);
     tracing::debug!(output = %m.name, "output stopped");
 }
 
-/// Retries `flush` with capped exponential backoff until it succeeds.
-pub(crate) async fn retry_flush<O: Output>(
-    out: &mut O,
-    name: &str,
-    errors: &std::sync::atomic::AtomicU64,
-    first: io::Error,
-) {
+/// Retries `flush` with capped exponential backoff until it succeeds. Meanwhile the output's
+/// state is [`OutputState::Retrying`] (with the error), `Up` again after.
+pub(crate) async fn retry_flush<O: Output>(out: &mut O, m: &OutputMetrics, first: io::Error) {
+    let name = &m.name;
     let mut delay = Duration::from_millis(100);
     let mut err = first;
     loop {
-        errors.fetch_add(1, Relaxed);
+        m.errors.fetch_add(1, Relaxed);
+        m.set_failed(&err);
         tracing::warn!(output = %name, error = %err, retry_in_ms = delay.as_millis() as u64,
             "output write failed; holding its records and retrying (listeners slow down when its queue is full)");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
         match out.flush().await {
             Ok(()) => {
+                m.set_state(OutputState::Up);
                 tracing::info!(output = %name, "output recovered");
                 return;
             }

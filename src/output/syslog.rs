@@ -389,6 +389,9 @@ impl SyslogOutput {
                         "syslog output connected");
                     self.connected_once = true;
                     self.logged_down = false;
+                    if let Some(m) = self.m() {
+                        m.set_state(crate::metrics::OutputState::Up);
+                    }
                     self.conn = Some(c);
                     self.written = 0;
                     return;
@@ -396,6 +399,7 @@ impl SyslogOutput {
                 Err(e) => {
                     if let Some(m) = self.m() {
                         m.errors.fetch_add(1, Relaxed);
+                        m.set_failed(&format_args!("cannot connect to {}: {e}", self.address));
                     }
                     if !self.logged_down {
                         tracing::warn!(output = %self.name(), address = %self.address, error = %e,
@@ -417,6 +421,7 @@ impl SyslogOutput {
     fn fail(&mut self, e: io::Error) {
         if let Some(m) = self.m() {
             m.errors.fetch_add(1, Relaxed);
+            m.set_failed(&format_args!("connection to {} lost: {e}", self.address));
         }
         if !self.logged_down {
             tracing::warn!(output = %self.name(), address = %self.address, error = %e,

@@ -5,8 +5,14 @@
 //! [`Element::params`]), and escaped PARAM-VALUEs are resolved only when someone asks
 //! ([`ParamValue::chunks`] yields the unescaped value in borrowed pieces).
 //!
-//! `nom` drives the structure (PRI, VERSION, SD-ELEMENT/SD-PARAM, the RFC 3164 header); runs of
-//! PRINTUSASCII, SD-NAMEs and PARAM-VALUEs are found with plain byte scans, which is the hot path.
+//! The RFC 5424 hot path is written by hand for speed, inside nom's types (`IResult`,
+//! `nom::Err`): `<PRI>VERSION` in its common shape is read directly, with the `nom` parsers as
+//! the fallback that names what is wrong; the TIMESTAMP is read at fixed positions, 8 octets at a
+//! time, with a general reader for other shapes and for errors; STRUCTURED-DATA is checked in one
+//! pass that keeps the positions of its elements and params and which values hold a backslash.
+//! Runs of PRINTUSASCII, SD-NAMEs and PARAM-VALUEs are found 16 octets at a time (`scan`, SSE2
+//! on x86_64). The head is checked for UTF-8 only when a PARAM-VALUE holds an octet >= 0x80.
+//! `nom` also drives RFC 3164.
 //!
 //! # Formats
 //!
@@ -46,6 +52,10 @@ use serde::Deserialize;
 
 mod rfc3164;
 mod rfc5424;
+mod scan;
+
+#[cfg(test)]
+use scan::{printusascii_run, sd_name_run};
 
 /// Which syntax to accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -80,6 +90,8 @@ pub struct Message<'a> {
     pub version: Option<u16>,
     /// TIMESTAMP exactly as sent; `None` for NILVALUE.
     pub timestamp: Option<&'a str>,
+    /// TIMESTAMP's value as the parser read it, for [`Message::timestamp_parsed`].
+    parsed_ts: Option<ParsedTs>,
     /// HOSTNAME; `None` for NILVALUE.
     pub hostname: Option<&'a str>,
     /// APP-NAME (RFC 3164: the TAG); `None` for NILVALUE.
@@ -113,11 +125,35 @@ impl<'a> Message<'a> {
     /// carry one); a BSD timestamp (`Nov 26 10:00:00`) has neither year nor offset and gives
     /// `None`. Does not allocate.
     pub fn timestamp_parsed(&self) -> Option<DateTime<FixedOffset>> {
-        let ts = rfc5424::timestamp(self.timestamp?.as_bytes(), 9).ok()?;
-        let date = NaiveDate::from_ymd_opt(ts.year, ts.month, ts.day)?;
-        let naive = date.and_hms_nano_opt(ts.hour, ts.minute, ts.second, ts.nanos)?;
+        let text = self.timestamp?;
+        // The parser's reading, unless `timestamp` was changed since.
+        let ts = match self.parsed_ts {
+            Some(p) if p.text == (text.as_ptr() as usize, text.len()) => p.ts,
+            _ => rfc5424::timestamp(text.as_bytes(), 9).ok()?,
+        };
+        let date = NaiveDate::from_ymd_opt(i32::from(ts.year), ts.month.into(), ts.day.into())?;
+        let naive =
+            date.and_hms_nano_opt(ts.hour.into(), ts.minute.into(), ts.second.into(), ts.nanos)?;
         let offset = FixedOffset::east_opt(ts.offset_secs)?;
         offset.from_local_datetime(&naive).single()
+    }
+}
+
+/// A TIMESTAMP's value as read by the parser, and which text it was read from (address and
+/// length), so that [`Message::timestamp_parsed`] reads it again if `timestamp` is changed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ParsedTs {
+    text: (usize, usize),
+    ts: rfc5424::Ts,
+}
+
+impl ParsedTs {
+    /// `ts`, read from `text`.
+    pub(crate) fn new(text: &str, ts: rfc5424::Ts) -> Self {
+        ParsedTs {
+            text: (text.as_ptr() as usize, text.len()),
+            ts,
+        }
     }
 }
 
@@ -146,6 +182,8 @@ pub(crate) struct Spans {
     elements: [(u16, u16, u8); MAX_ELEMENTS],
     /// Per param: its `=` and the closing `"` of its value.
     params: [(u16, u16); MAX_PARAMS],
+    /// Bit k: the value of param k holds a backslash (may hold an escape).
+    escaped: u16,
     n_elements: u8,
     n_params: u8,
 }
@@ -158,26 +196,31 @@ pub(crate) struct SpanRecorder {
 }
 
 impl SpanRecorder {
-    /// Nothing recorded yet.
-    pub(crate) fn new() -> Self {
+    /// Nothing recorded yet, for an SD that starts `len` octets before the end of the frame
+    /// (offsets are kept as `u16`: past 64 KiB nothing is recorded).
+    pub(crate) fn new(len: usize) -> Self {
         SpanRecorder {
             spans: Spans {
                 elements: [(0, 0, 0); MAX_ELEMENTS],
                 params: [(0, 0); MAX_PARAMS],
+                escaped: 0,
                 n_elements: 0,
                 n_params: 0,
             },
-            ok: true,
+            ok: len <= usize::from(u16::MAX),
         }
     }
 
-    /// A param of the current element: offsets of its `=` and closing `"`.
+    /// A param of the current element: offsets of its `=` and closing `"`, and whether its
+    /// value holds a backslash.
     #[inline]
-    pub(crate) fn param(&mut self, eq: usize, close: usize) {
+    pub(crate) fn param(&mut self, eq: usize, close: usize, escaped: bool) {
         let n = usize::from(self.spans.n_params);
-        match (u16::try_from(eq), u16::try_from(close)) {
-            (Ok(eq), Ok(close)) if self.ok && n < MAX_PARAMS => {
-                self.spans.params[n] = (eq, close);
+        match self.spans.params.get_mut(n) {
+            // Offsets are below `len` (checked in `new`): the casts are exact.
+            Some(slot) if self.ok => {
+                *slot = (eq as u16, close as u16);
+                self.spans.escaped |= u16::from(escaped) << n;
                 self.spans.n_params += 1;
             }
             _ => self.ok = false,
@@ -188,9 +231,9 @@ impl SpanRecorder {
     #[inline]
     pub(crate) fn element(&mut self, id_end: usize, close: usize) {
         let n = usize::from(self.spans.n_elements);
-        match (u16::try_from(id_end), u16::try_from(close)) {
-            (Ok(id_end), Ok(close)) if self.ok && n < MAX_ELEMENTS => {
-                self.spans.elements[n] = (id_end, close, self.spans.n_params);
+        match self.spans.elements.get_mut(n) {
+            Some(slot) if self.ok => {
+                *slot = (id_end as u16, close as u16, self.spans.n_params);
                 self.spans.n_elements += 1;
             }
             _ => self.ok = false,
@@ -244,32 +287,50 @@ pub struct Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = Element<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Element<'a>> {
-        if let Some(sp) = &self.spans {
-            let k = usize::from(self.next);
+        match &self.spans {
+            Some(sp) => Self::next_cached(sp, &mut self.next, self.raw),
+            None => self.next_scanned(),
+        }
+    }
+}
+
+impl<'a> Elements<'a> {
+    /// The next element from the positions the parser found.
+    #[inline(always)]
+    fn next_cached(sp: &Spans, next: &mut u8, raw: &'a str) -> Option<Element<'a>> {
+        {
+            let k = usize::from(*next);
             if k >= usize::from(sp.n_elements) {
                 return None;
             }
-            self.next += 1;
-            let (id_end, close, params_end) = sp.elements[k];
+            *next += 1;
+            let (id_end, close, params_end) = *sp.elements.get(k)?;
             let (start, params_start) = match k.checked_sub(1) {
                 Some(prev) => (usize::from(sp.elements[prev].1) + 1, sp.elements[prev].2),
                 None => (0, 0),
             };
             let (id_end, close) = (usize::from(id_end), usize::from(close));
-            return Some(Element {
-                id: self.raw.get(start + 1..id_end)?,
-                params_raw: self.raw.get(id_end..close)?,
+            Some(Element {
+                id: raw.get(start + 1..id_end)?,
+                params_raw: raw.get(id_end..close)?,
                 cached: Some(CachedParams {
-                    raw: self.raw,
+                    raw,
                     params: sp.params,
+                    escaped: sp.escaped,
                     next: params_start,
                     end: params_end,
                     // The SP before the first PARAM-NAME is at `id_end`.
                     prev_close: id_end.checked_sub(1)?,
                 }),
-            });
+            })
         }
+    }
+
+    /// The next element, found by scanning (the parser did not keep the positions).
+    #[inline(never)]
+    fn next_scanned(&mut self) -> Option<Element<'a>> {
         let (id_end, close) = split_element(self.rest.as_bytes())?;
         let el = Element {
             id: self.rest.get(1..id_end)?,
@@ -288,6 +349,7 @@ impl<'a> Iterator for Elements<'a> {
 struct CachedParams<'a> {
     raw: &'a str,
     params: [(u16, u16); MAX_PARAMS],
+    escaped: u16,
     next: u8,
     end: u8,
     prev_close: usize,
@@ -371,19 +433,37 @@ pub struct Params<'a> {
 impl<'a> Iterator for Params<'a> {
     type Item = (&'a str, ParamValue<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(c) = &mut self.cached {
-            if c.next >= c.end {
-                return None;
-            }
-            let (eq, close) = c.params[usize::from(c.next)];
-            let (eq, close) = (usize::from(eq), usize::from(close));
-            let name = c.raw.get(c.prev_close + 2..eq)?;
-            let raw = c.raw.get(eq + 2..close)?;
-            c.next += 1;
-            c.prev_close = close;
-            return Some((name, ParamValue { raw }));
+        match &mut self.cached {
+            Some(c) => c.next_param(),
+            None => self.next_scanned(),
         }
+    }
+}
+
+impl<'a> CachedParams<'a> {
+    /// The next param from the positions the parser found.
+    #[inline(always)]
+    fn next_param(&mut self) -> Option<(&'a str, ParamValue<'a>)> {
+        if self.next >= self.end {
+            return None;
+        }
+        let (eq, close) = *self.params.get(usize::from(self.next))?;
+        let plain = self.escaped & (1 << self.next) == 0;
+        let (eq, close) = (usize::from(eq), usize::from(close));
+        let name = self.raw.get(self.prev_close + 2..eq)?;
+        let raw = self.raw.get(eq + 2..close)?;
+        self.next += 1;
+        self.prev_close = close;
+        Some((name, ParamValue { raw, plain }))
+    }
+}
+
+impl<'a> Params<'a> {
+    /// The next param, found by scanning (the parser did not keep the positions).
+    #[inline(never)]
+    fn next_scanned(&mut self) -> Option<(&'a str, ParamValue<'a>)> {
         // Each param is ` NAME="VALUE"`.
         let b = self.rest.as_bytes();
         if b.first() != Some(&b' ') {
@@ -395,6 +475,7 @@ impl<'a> Iterator for Params<'a> {
             self.rest.get(1..eq)?,
             ParamValue {
                 raw: self.rest.get(eq + 2..end)?,
+                plain: false,
             },
         );
         self.rest = self.rest.get(end + 1..)?;
@@ -403,10 +484,21 @@ impl<'a> Iterator for Params<'a> {
 }
 
 /// A PARAM-VALUE as sent (escapes `\"` `\\` `\]` not yet resolved).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ParamValue<'a> {
     raw: &'a str,
+    /// Known to hold no backslash (the parser saw it): the value is `raw`, no scan needed.
+    plain: bool,
 }
+
+impl PartialEq for ParamValue<'_> {
+    /// Equal when sent the same (`plain` is only a hint).
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for ParamValue<'_> {}
 
 impl<'a> ParamValue<'a> {
     /// The value as it stands on the wire.
@@ -419,13 +511,16 @@ impl<'a> ParamValue<'a> {
     /// `\"`, `\\` and `\]` lose their backslash; any other backslash is kept (RFC 5424 §6.3.3).
     /// No piece is empty; an empty value gives no piece.
     pub fn chunks(&self) -> Chunks<'a> {
-        Chunks { rest: self.raw }
+        Chunks {
+            rest: self.raw,
+            plain: self.plain,
+        }
     }
 
     /// The unescaped value; borrows unless the value holds an escape.
     pub fn unescaped(&self) -> Cow<'a, str> {
-        // Most values hold no backslash at all: one scan and borrow.
-        if find_any(self.raw.as_bytes(), b"\\").is_none() {
+        // Most values hold no backslash at all: borrow (the parser may already know).
+        if self.plain || find_any(self.raw.as_bytes(), b"\\").is_none() {
             return Cow::Borrowed(self.raw);
         }
         let mut it = self.chunks();
@@ -454,6 +549,8 @@ impl std::fmt::Display for ParamValue<'_> {
 #[derive(Debug, Clone)]
 pub struct Chunks<'a> {
     rest: &'a str,
+    /// `rest` holds no backslash: it is the one remaining piece.
+    plain: bool,
 }
 
 fn is_escapable(c: u8) -> bool {
@@ -463,11 +560,23 @@ fn is_escapable(c: u8) -> bool {
 impl<'a> Iterator for Chunks<'a> {
     type Item = &'a str;
 
+    #[inline]
     fn next(&mut self) -> Option<&'a str> {
-        let b = self.rest.as_bytes();
-        if b.is_empty() {
+        if self.rest.is_empty() {
             return None;
         }
+        if self.plain {
+            return Some(std::mem::take(&mut self.rest));
+        }
+        self.next_escaped()
+    }
+}
+
+impl<'a> Chunks<'a> {
+    /// The next piece of a value that may hold escapes.
+    #[inline(never)]
+    fn next_escaped(&mut self) -> Option<&'a str> {
+        let b = self.rest.as_bytes();
         // When the rest starts with an escape, drop its backslash and keep the escaped char.
         let start = usize::from(b.len() >= 2 && b[0] == b'\\' && is_escapable(b[1]));
         let mut search = start * 2;
@@ -639,57 +748,6 @@ pub(crate) fn find_any(hay: &[u8], needles: &[u8]) -> Option<usize> {
         .iter()
         .position(|c| needles.contains(c))
         .map(|p| i + p)
-}
-
-/// Flags (high bit of each octet) the octets of `x` outside PRINTUSASCII (33-126) and those
-/// equal to one of `extra`. The lowest flag is exact: borrows and carries only run upwards from
-/// a real hit.
-#[inline(always)]
-fn non_print_mask(x: u64, extra: &[u8]) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Octets < 33, octets > 126 (+1 sets the high bit, or it was set).
-    let mut hits = (x.wrapping_sub(LO * 33) & !x) | x.wrapping_add(LO) | x;
-    for &n in extra {
-        let y = x ^ (LO * u64::from(n));
-        hits |= y.wrapping_sub(LO) & !y;
-    }
-    hits & HI
-}
-
-/// Length of the run at the start of `hay` of PRINTUSASCII octets other than `extra`, 8 octets
-/// at a time.
-#[inline(always)]
-fn print_run(hay: &[u8], extra: &[u8]) -> usize {
-    let mut i = 0;
-    let mut words = hay.chunks_exact(8);
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let hits = non_print_mask(u64::from_le_bytes(word), extra);
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    let rem = words.remainder();
-    i + rem
-        .iter()
-        .position(|c| !(33..=126).contains(c) || extra.contains(c))
-        .unwrap_or(rem.len())
-}
-
-/// Length of the run of SD-NAME octets (PRINTUSASCII except `=`, `]`, `"`; SP is not
-/// PRINTUSASCII) at the start of `hay`, 8 octets at a time.
-#[inline]
-pub(crate) fn sd_name_run(hay: &[u8]) -> usize {
-    print_run(hay, b"=]\"")
-}
-
-/// Length of the run of PRINTUSASCII (33–126) at the start of `hay`, 8 octets at a time.
-#[inline]
-pub(crate) fn printusascii_run(hay: &[u8]) -> usize {
-    print_run(hay, b"")
 }
 
 /// Strips a leading UTF-8 BOM: `(msg, bom)`.

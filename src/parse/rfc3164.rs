@@ -25,6 +25,7 @@ fn message(input: &[u8]) -> Result<Message<'_>, nom::Err<super::PErr<'_>>> {
         pri,
         version: None,
         timestamp: Some(timestamp),
+        parsed_ts: None,
         hostname: None,
         app_name: None,
         procid: None,

@@ -139,7 +139,7 @@ fn rfc3164_garbage() {
 // ---- PARAM-VALUE ---------------------------------------------------------------------------
 
 fn value(raw: &str) -> ParamValue<'_> {
-    ParamValue { raw }
+    ParamValue { raw, plain: false }
 }
 
 fn chunks(raw: &str) -> Vec<&str> {
@@ -289,6 +289,31 @@ fn errors_have_reason_and_offset() {
             b"<13>1 - host app - - [id v=\"abc",
             31,
             "PARAM-VALUE unterminated",
+        ),
+        (
+            b"<13>1 - h a - - [id v=x\"]",
+            22,
+            "SD-PARAM: opening quote expected after \"=\"",
+        ),
+        (
+            b"<13>1 - h a - - [id v=",
+            22,
+            "SD-PARAM: opening quote expected after \"=\"",
+        ),
+        (
+            b"<13>1 - h a - - [id v\"",
+            21,
+            "SD-PARAM: \"=\" expected after PARAM-NAME",
+        ),
+        (
+            b"<13>1 - h a - - [id v=\"a\\",
+            25,
+            "PARAM-VALUE unterminated",
+        ),
+        (
+            b"<13>1 - h a - - [id v=\"a\\\"b]\"",
+            27,
+            "unescaped ] in PARAM-VALUE",
         ),
         (
             b"<13>1 - h a - - [id a=\"1\"]msg",
@@ -510,7 +535,7 @@ fn walk_sd(sd: &StructuredData<'_>) -> Vec<(String, Vec<(String, String)>)> {
         .map(|el| {
             let params = el
                 .params()
-                .map(|(n, v)| (n.to_owned(), v.raw().to_owned()))
+                .map(|(n, v)| (n.to_owned(), format!("{}|{v}", v.raw())))
                 .collect();
             (el.id.to_owned(), params)
         })
@@ -552,4 +577,160 @@ fn walking_with_the_parsers_spans_equals_scanning() {
         assert_eq!(walk_sd(&sd), walk_sd(&scanned), "{}", sd.raw());
     }
     assert!(with_spans > 1900, "spans kept for {with_spans} SDs");
+}
+
+#[test]
+fn non_ascii_param_values_are_checked_for_utf8() {
+    // Valid UTF-8, also right after a backslash.
+    for sd in ["[id v=\"é\"]", "[id v=\"\\é\"]", "[id v=\"aé\\\"b\"]"] {
+        let frame = format!("<13>1 - h a - - {sd} msg");
+        let m = ok(frame.as_bytes(), Format::Auto);
+        assert_eq!(m.structured_data.map(|sd| sd.raw()), Some(sd));
+    }
+    // Not UTF-8: anywhere in the value, also as the octet a backslash escapes (which the
+    // value scan skips).
+    for sd in [
+        &b"[id v=\"\xff\"]"[..],
+        b"[id v=\"a\\\xff\"]",
+        b"[id v=\"\\\xc3\"]",
+        b"[id v=\"\xc3\xa9\xff\"]",
+        b"[id a=\"x\" v=\"\\\xff\"]",
+    ] {
+        let mut frame = b"<13>1 - h a - - ".to_vec();
+        frame.extend_from_slice(sd);
+        for format in [Format::Rfc5424, Format::Auto] {
+            let e = err(&frame, format);
+            assert_eq!(e.reason, "PARAM-VALUE not valid UTF-8", "{format:?}");
+        }
+    }
+}
+
+#[test]
+fn timestamp_parsed_follows_a_changed_timestamp_field() {
+    let mut m = ok(b"<13>1 2003-08-24T05:14:15Z - - - - -", Format::Rfc5424);
+    assert_eq!(
+        m.timestamp_parsed().map(|t| t.timestamp()),
+        Some(1_061_702_055)
+    );
+    m.timestamp = Some("1985-04-12T23:20:50.52Z");
+    assert_eq!(
+        m.timestamp_parsed().map(|t| t.timestamp()),
+        Some(482_196_050)
+    );
+    m.timestamp = Some("garbage");
+    assert_eq!(m.timestamp_parsed(), None);
+    m.timestamp = None;
+    assert_eq!(m.timestamp_parsed(), None);
+}
+
+#[test]
+fn fast_timestamp_path_accepts_only_what_the_general_path_accepts() {
+    let bases = [
+        "2024-03-11T08:00:00.0301+00:00",
+        "2024-02-29T23:59:59Z",
+        "2023-02-28T00:00:00.123456789-23:59",
+        "1985-04-12T23:20:50.52Z",
+        "2003-08-24T05:14:15.000003-07:00",
+    ];
+    let alphabet = b"0123456789-:T.Z+,zt x";
+    let (mut fast, mut total) = (0, 0);
+    for base in bases {
+        let b = base.as_bytes();
+        let mut variants = vec![b.to_vec()];
+        for pos in 0..b.len() {
+            for &c in alphabet {
+                let mut v = b.to_vec();
+                v[pos] = c;
+                variants.push(v);
+            }
+            variants.push([&b[..pos], &b[pos + 1..]].concat());
+            variants.push([&b[..pos], b"1", &b[pos..]].concat());
+        }
+        for v in variants {
+            for max_frac in [6, 9] {
+                total += 1;
+                let general = rfc5424::timestamp_general(&v, max_frac).ok();
+                let whole = rfc5424::timestamp(&v, max_frac).ok();
+                assert_eq!(whole, general, "{}", String::from_utf8_lossy(&v));
+                if let Some((ts, n)) = rfc5424::timestamp_fast(&v, max_frac) {
+                    fast += 1;
+                    assert_eq!(
+                        rfc5424::timestamp_general(&v[..n], max_frac).ok(),
+                        Some(ts),
+                        "{}",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        fast > 100 && fast < total,
+        "fast path took {fast} of {total}"
+    );
+}
+
+#[test]
+fn timestamp_parsed_agrees_with_chrono_local_time_minus_offset() {
+    use chrono::{NaiveDate, TimeZone};
+    let mut n = 0;
+    for year in [
+        0, 1, 4, 100, 1600, 1900, 1969, 1970, 1999, 2000, 2024, 2100, 9999,
+    ] {
+        for (month, day) in [(1, 1), (2, 28), (2, 29), (3, 1), (6, 15), (12, 31)] {
+            for (time, off) in [
+                ("00:00:00", "+23:59"),
+                ("00:00:00.5", "Z"),
+                ("12:34:56.123456789", "-07:30"),
+                ("23:59:59.000001", "-23:59"),
+            ] {
+                let text = format!("{year:04}-{month:02}-{day:02}T{time}{off}");
+                let frame = format!("<13>1 {text} - - - - -");
+                let Ok(m) = parse(frame.as_bytes(), Format::Auto) else {
+                    // 29 February of a common year.
+                    assert!(
+                        NaiveDate::from_ymd_opt(year, month, day).is_none(),
+                        "{text}"
+                    );
+                    continue;
+                };
+                let ts = rfc5424::timestamp(text.as_bytes(), 9).expect("valid");
+                let naive = NaiveDate::from_ymd_opt(year, month, day)
+                    .and_then(|d| {
+                        d.and_hms_nano_opt(
+                            ts.hour.into(),
+                            ts.minute.into(),
+                            ts.second.into(),
+                            ts.nanos,
+                        )
+                    })
+                    .expect("date");
+                let want = chrono::FixedOffset::east_opt(ts.offset_secs)
+                    .and_then(|o| o.from_local_datetime(&naive).single());
+                assert_eq!(m.timestamp_parsed(), want, "{text}");
+                assert_eq!(
+                    m.timestamp_parsed().map(|t| t.offset().local_minus_utc()),
+                    Some(ts.offset_secs)
+                );
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 250, "{n}");
+}
+
+#[test]
+fn swar_fraction_digits_match_a_plain_reading() {
+    for n in 1..=8 {
+        for digits in ["12345678", "00000001", "99999999", "90000000", "07060504"] {
+            let mut w = *b"xxxxxxxx";
+            w[..n].copy_from_slice(&digits.as_bytes()[..n]);
+            let want: u32 = digits[..n].parse().expect("digits");
+            assert_eq!(
+                rfc5424::parse_digits(u64::from_le_bytes(w), n),
+                want,
+                "{digits} {n}"
+            );
+        }
+    }
 }
