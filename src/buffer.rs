@@ -363,31 +363,13 @@ fn read_entry(r: &mut impl Read, avail: u64) -> Result<(Bytes, u64), String> {
     Ok((Bytes::from(payload), HEADER as u64 + len))
 }
 
+/// The on-disk code of a frame error kind (its [`FrameErrorKind::index`]).
 fn error_code(k: FrameErrorKind) -> u8 {
-    match k {
-        FrameErrorKind::MsgLenNotDigit => 0,
-        FrameErrorKind::MsgLenZero => 1,
-        FrameErrorKind::MsgLenLeadingZero => 2,
-        FrameErrorKind::MsgLenMissingSp => 3,
-        FrameErrorKind::EofInMsgLen => 4,
-        FrameErrorKind::EofInFrame => 5,
-        FrameErrorKind::FrameTooLong => 6,
-        FrameErrorKind::EofWithoutTrailer => 7,
-    }
+    k.index() as u8
 }
 
 fn error_kind(c: u8) -> Option<FrameErrorKind> {
-    Some(match c {
-        0 => FrameErrorKind::MsgLenNotDigit,
-        1 => FrameErrorKind::MsgLenZero,
-        2 => FrameErrorKind::MsgLenLeadingZero,
-        3 => FrameErrorKind::MsgLenMissingSp,
-        4 => FrameErrorKind::EofInMsgLen,
-        5 => FrameErrorKind::EofInFrame,
-        6 => FrameErrorKind::FrameTooLong,
-        7 => FrameErrorKind::EofWithoutTrailer,
-        _ => return None,
-    })
+    FrameErrorKind::ALL.get(usize::from(c)).copied()
 }
 
 /// The entry of the records of `batch` that `bit` wants (JSON lines, or with `frames` their

@@ -129,6 +129,33 @@ pub enum FrameErrorKind {
 }
 
 impl FrameErrorKind {
+    /// Every kind, in [`FrameErrorKind::index`] order. Append only: the index is also the code
+    /// the disk buffer stores on disk.
+    pub const ALL: [FrameErrorKind; 8] = [
+        FrameErrorKind::MsgLenNotDigit,
+        FrameErrorKind::MsgLenZero,
+        FrameErrorKind::MsgLenLeadingZero,
+        FrameErrorKind::MsgLenMissingSp,
+        FrameErrorKind::EofInMsgLen,
+        FrameErrorKind::EofInFrame,
+        FrameErrorKind::FrameTooLong,
+        FrameErrorKind::EofWithoutTrailer,
+    ];
+
+    /// The position of this kind in [`FrameErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            FrameErrorKind::MsgLenNotDigit => 0,
+            FrameErrorKind::MsgLenZero => 1,
+            FrameErrorKind::MsgLenLeadingZero => 2,
+            FrameErrorKind::MsgLenMissingSp => 3,
+            FrameErrorKind::EofInMsgLen => 4,
+            FrameErrorKind::EofInFrame => 5,
+            FrameErrorKind::FrameTooLong => 6,
+            FrameErrorKind::EofWithoutTrailer => 7,
+        }
+    }
+
     /// The stable code used in records, logs and `parse --frames` (`msg_len_zero`, ...).
     pub fn code(self) -> &'static str {
         match self {
@@ -634,6 +661,13 @@ pub fn decode_all(mode: FramingMode, max_frame_bytes: usize, stream: Bytes) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_kind_index_is_its_place_in_all() {
+        for (i, k) in FrameErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+    }
 
     const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
 

@@ -37,29 +37,11 @@ const FAILURE_SLOT: usize = FAILURE_NS_BYTES + FAILURE_OBJECT_BYTES + FAILURE_MS
 pub const FRAME_ERROR_KINDS: usize = 8;
 
 /// Every [`FrameErrorKind`], in index order (see [`frame_error_index`]).
-pub const FRAME_ERROR_KIND_LIST: [FrameErrorKind; FRAME_ERROR_KINDS] = [
-    FrameErrorKind::MsgLenNotDigit,
-    FrameErrorKind::MsgLenZero,
-    FrameErrorKind::MsgLenLeadingZero,
-    FrameErrorKind::MsgLenMissingSp,
-    FrameErrorKind::EofInMsgLen,
-    FrameErrorKind::EofInFrame,
-    FrameErrorKind::FrameTooLong,
-    FrameErrorKind::EofWithoutTrailer,
-];
+pub const FRAME_ERROR_KIND_LIST: [FrameErrorKind; FRAME_ERROR_KINDS] = FrameErrorKind::ALL;
 
 /// The index of `k` in [`FRAME_ERROR_KIND_LIST`].
 pub fn frame_error_index(k: FrameErrorKind) -> usize {
-    match k {
-        FrameErrorKind::MsgLenNotDigit => 0,
-        FrameErrorKind::MsgLenZero => 1,
-        FrameErrorKind::MsgLenLeadingZero => 2,
-        FrameErrorKind::MsgLenMissingSp => 3,
-        FrameErrorKind::EofInMsgLen => 4,
-        FrameErrorKind::EofInFrame => 5,
-        FrameErrorKind::FrameTooLong => 6,
-        FrameErrorKind::EofWithoutTrailer => 7,
-    }
+    k.index()
 }
 
 /// Categories counted as failures by default (`[admin] failure_categories`).
