@@ -449,8 +449,13 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
             return err(
                 k,
                 format!(
-                    "does not apply to type {:?} (only to \"nats\")",
-                    o.kind.as_str()
+                    "does not apply to type {:?} (only to {})",
+                    o.kind.as_str(),
+                    if *k == "url" {
+                        "\"http\" and \"nats\""
+                    } else {
+                        "\"nats\""
+                    }
                 ),
             );
         }
