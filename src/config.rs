@@ -629,45 +629,11 @@ fn validate_tls(t: &TlsConfig, prefix: &str) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError(format!("{prefix}.{e}")))
 }
 
-/// Checks the `syslog` keys of an output: required and in range for `type = "syslog"`, absent
-/// for the other types. `key` names a key of this output.
+/// Checks the `syslog` keys of a `type = "syslog"` output: required and in range (the other
+/// types' are refused by [`check_keys_apply`]). `key` names a key of this output.
 fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
     if o.kind != OutputType::Syslog {
-        let http = o.kind == OutputType::Http;
-        let set = [
-            ("address", o.address.is_some()),
-            ("framing", o.framing.is_some()),
-            ("passthrough", o.passthrough.is_some()),
-            // `http` and `nats` take [output.tls] too (checked by their own validate).
-            (
-                "tls",
-                o.tls.is_some() && !http && o.kind != OutputType::Nats,
-            ),
-            (
-                "connect_timeout_ms",
-                o.connect_timeout_ms.is_some() && !http,
-            ),
-            ("keepalive_secs", o.keepalive_secs.is_some()),
-            ("write_timeout_ms", o.write_timeout_ms.is_some()),
-            ("max_backoff_ms", o.max_backoff_ms.is_some()),
-            ("confirm_after_ms", o.confirm_after_ms.is_some()),
-            ("max_unconfirmed_bytes", o.max_unconfirmed_bytes.is_some()),
-        ];
-        if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
-            return err(
-                k,
-                format!(
-                    "does not apply to type {:?} (only to \"syslog\"{})",
-                    o.kind.as_str(),
-                    if matches!(*k, "tls" | "connect_timeout_ms") {
-                        " and \"http\""
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
         return Ok(());
     }
     let Some(address) = &o.address else {
@@ -709,6 +675,90 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
         }
         crate::output::syslog::client_config(t)
             .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
+    }
+    Ok(())
+}
+
+impl OutputConfig {
+    /// The keys that only some output types take: each key's name, whether this output sets
+    /// it, and the types that take it. The one table behind every "does not apply" error; the
+    /// keys every type takes (name, type, flush_interval_ms, queue_batches, filter, buffer)
+    /// are not in it.
+    fn typed_keys(&self) -> [(&'static str, bool, &'static [OutputType]); 27] {
+        use OutputType::{File, Http, Nats, Syslog};
+        [
+            ("path", self.path.is_some(), &[File]),
+            ("address", self.address.is_some(), &[Syslog]),
+            ("framing", self.framing.is_some(), &[Syslog]),
+            ("passthrough", self.passthrough.is_some(), &[Syslog]),
+            ("tls", self.tls.is_some(), &[Syslog, Http, Nats]),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms.is_some(),
+                &[Syslog, Http],
+            ),
+            ("keepalive_secs", self.keepalive_secs.is_some(), &[Syslog]),
+            (
+                "write_timeout_ms",
+                self.write_timeout_ms.is_some(),
+                &[Syslog],
+            ),
+            ("max_backoff_ms", self.max_backoff_ms.is_some(), &[Syslog]),
+            (
+                "confirm_after_ms",
+                self.confirm_after_ms.is_some(),
+                &[Syslog],
+            ),
+            (
+                "max_unconfirmed_bytes",
+                self.max_unconfirmed_bytes.is_some(),
+                &[Syslog],
+            ),
+            ("url", self.url.is_some(), &[Http, Nats]),
+            ("encoding", self.encoding.is_some(), &[Http]),
+            ("token", self.token.is_some(), &[Http]),
+            ("sourcetype", self.sourcetype.is_some(), &[Http]),
+            ("source", self.source.is_some(), &[Http]),
+            ("index", self.index.is_some(), &[Http]),
+            ("gzip", self.gzip.is_some(), &[Http]),
+            ("headers", self.headers.is_some(), &[Http]),
+            ("batch_max_bytes", self.batch_max_bytes.is_some(), &[Http]),
+            (
+                "batch_max_records",
+                self.batch_max_records.is_some(),
+                &[Http],
+            ),
+            (
+                "request_timeout_ms",
+                self.request_timeout_ms.is_some(),
+                &[Http],
+            ),
+            ("dead_letter_path", self.dead_letter_path.is_some(), &[Http]),
+            ("stream", self.stream.is_some(), &[Nats]),
+            ("subject", self.subject.is_some(), &[Nats]),
+            ("max_inflight", self.max_inflight.is_some(), &[Nats]),
+            ("ack_timeout_ms", self.ack_timeout_ms.is_some(), &[Nats]),
+        ]
+    }
+}
+
+/// Refuses a key the output's type does not take, naming the types that do ("`gzip`: does
+/// not apply to type "nats" (only to "http")").
+fn check_keys_apply(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    for (k, set, types) in o.typed_keys() {
+        if set && !types.contains(&o.kind) {
+            let names: Vec<String> = types.iter().map(|t| format!("{:?}", t.as_str())).collect();
+            let only = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            return Err(ConfigError(format!(
+                "{}: does not apply to type {:?} (only to {only})",
+                key(k),
+                o.kind.as_str()
+            )));
+        }
     }
     Ok(())
 }
@@ -919,6 +969,7 @@ impl Config {
                 return err(key("name"), "is used by an earlier output".into());
             }
             names.push(&o.name);
+            check_keys_apply(o, &key)?;
             validate_syslog(o, &key)?;
             crate::output::http::validate(o, &key)?;
             crate::output::nats::validate(o, &key)?;
@@ -928,15 +979,6 @@ impl Config {
                 }
                 (OutputType::File, Some(p)) if p.as_os_str().is_empty() => {
                     return err(key("path"), "must not be empty".into())
-                }
-                (
-                    OutputType::Stdout | OutputType::Syslog | OutputType::Http | OutputType::Nats,
-                    Some(_),
-                ) => {
-                    return err(
-                        key("path"),
-                        format!("does not apply to type {:?}", o.kind.as_str()),
-                    )
                 }
                 _ => {}
             }
@@ -1037,6 +1079,49 @@ mod tests {
         match Config::from_toml(&format!("{BASE}{output}")) {
             Ok(_) => panic!("accepted: {output}"),
             Err(e) => e.0,
+        }
+    }
+
+    /// A key of another output type is refused with the types that take it, from the one table.
+    #[test]
+    fn keys_of_other_types_name_the_types_that_take_them() {
+        let tls = "[output.tls]\nca = \"ca.pem\"\n";
+        for (text, want) in [
+            (
+                format!("type = \"file\"\npath = \"x\"\n{tls}"),
+                "output[0] \"fwd\".tls: does not apply to type \"file\" (only to \"syslog\", \"http\" and \"nats\")",
+            ),
+            (
+                "type = \"syslog\"\naddress = \"h:1\"\nurl = \"http://h/\"\n".into(),
+                "output[0] \"fwd\".url: does not apply to type \"syslog\" (only to \"http\" and \"nats\")",
+            ),
+            (
+                "type = \"stdout\"\npath = \"x\"\n".into(),
+                "output[0] \"fwd\".path: does not apply to type \"stdout\" (only to \"file\")",
+            ),
+            (
+                "type = \"nats\"\nurl = \"nats://h:4222\"\nconnect_timeout_ms = 5\n".into(),
+                "output[0] \"fwd\".connect_timeout_ms: does not apply to type \"nats\" (only to \"syslog\" and \"http\")",
+            ),
+            (
+                "type = \"http\"\nurl = \"http://h/\"\nstream = \"S\"\n".into(),
+                "output[0] \"fwd\".stream: does not apply to type \"http\" (only to \"nats\")",
+            ),
+        ] {
+            assert_eq!(error(&text), want, "{text:?}");
+        }
+        // Every key in the table is taken by at least one type, and named once.
+        let o = Config::from_toml(&format!("{BASE}type = \"stdout\"\n"))
+            .unwrap()
+            .output
+            .remove(0);
+        let keys = o.typed_keys();
+        for (i, (k, set, types)) in keys.iter().enumerate() {
+            assert!(!set && !types.is_empty(), "{k}");
+            assert!(
+                keys[..i].iter().all(|(other, _, _)| other != k),
+                "{k} twice"
+            );
         }
     }
 

@@ -94,34 +94,11 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// At most this many characters of an answer body go into a log line or dead letter.
 const REASON_CHARS: usize = 300;
 
-/// Checks the `http` keys of an output: required and well-formed for `type = "http"`, absent
-/// for the other types. `key` names a key of this output.
+/// Checks the `http` keys of a `type = "http"` output: required and well-formed (other types'
+/// outputs are refused them by `config::check_keys_apply`). `key` names a key of this output.
 pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
     if o.kind != OutputType::Http {
-        let set = [
-            ("encoding", o.encoding.is_some()),
-            ("token", o.token.is_some()),
-            ("sourcetype", o.sourcetype.is_some()),
-            ("source", o.source.is_some()),
-            ("index", o.index.is_some()),
-            ("gzip", o.gzip.is_some()),
-            ("headers", o.headers.is_some()),
-            ("batch_max_bytes", o.batch_max_bytes.is_some()),
-            ("batch_max_records", o.batch_max_records.is_some()),
-            ("request_timeout_ms", o.request_timeout_ms.is_some()),
-            ("dead_letter_path", o.dead_letter_path.is_some()),
-        ];
-        if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
-            return err(
-                k,
-                format!(
-                    "does not apply to type {:?} (only to \"http\")",
-                    o.kind.as_str()
-                ),
-            );
-        }
-        // `url` is left to the output types that use it.
         return Ok(());
     }
     let Some(url) = &o.url else {

@@ -431,34 +431,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Checks the `nats` keys of an output: required and valid for `type = "nats"`, absent for the
-/// other types (the `syslog` keys are refused for `nats` by the syslog checks). `key` names a
-/// key of this output.
+/// Checks the `nats` keys of a `type = "nats"` output: required and valid (other types'
+/// outputs are refused them by `config::check_keys_apply`). `key` names a key of this output.
 pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let err = |k: &str, why: String| Err(ConfigError(format!("{}: {why}", key(k))));
     if o.kind != OutputType::Nats {
-        // `url` belongs to `http` too (checked there).
-        let set = [
-            ("url", o.url.is_some() && o.kind != OutputType::Http),
-            ("stream", o.stream.is_some()),
-            ("subject", o.subject.is_some()),
-            ("max_inflight", o.max_inflight.is_some()),
-            ("ack_timeout_ms", o.ack_timeout_ms.is_some()),
-        ];
-        if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
-            return err(
-                k,
-                format!(
-                    "does not apply to type {:?} (only to {})",
-                    o.kind.as_str(),
-                    if *k == "url" {
-                        "\"http\" and \"nats\""
-                    } else {
-                        "\"nats\""
-                    }
-                ),
-            );
-        }
         return Ok(());
     }
     let Some(url) = &o.url else {
