@@ -29,7 +29,9 @@
 //! u32), then the lines' or frames' bytes back to back. Replay rebuilds a [`Batch`] of those
 //! records (mask = this output's bit) and calls the same [`Output::write_batch`].
 //!
-//! **Startup** reads the checkpoint, deletes segments wholly before it, and checks every entry
+//! **Startup** locks the folder (an exclusive `flock` on its `lock` file, held while the buffer
+//! lives: a second process on the same folder is refused with a clear error), reads the
+//! checkpoint, deletes segments wholly before it, and checks every entry
 //! after it (length and CRC). The first damaged entry of a segment (a torn write at the end of
 //! the file, a flipped bit) is logged with the file and offset and counted
 //! (`buffer_corrupt`); the rest of that file is skipped, the entries before it are delivered.
@@ -43,7 +45,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -68,6 +70,8 @@ const SEGMENT_SUFFIX: &str = ".seg";
 /// The checkpoint file and its first word.
 const CHECKPOINT: &str = "checkpoint";
 const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+/// The file locked while a process uses the folder.
+const LOCK: &str = "lock";
 const CHECKPOINT_MAGIC: &str = "syslog-sink-buffer-v1";
 /// The checkpoint is written at most this often (and at shutdown, and when the writer waits
 /// for room).
@@ -158,6 +162,9 @@ struct Shared {
     data: Notify,
     metrics: Arc<Metrics>,
     index: usize,
+    /// The folder's `lock` file, locked (`flock`, exclusive) while the buffer lives: a second
+    /// process (or output) opening the same folder is refused instead of corrupting it.
+    _lock: File,
 }
 
 impl Shared {
@@ -563,11 +570,45 @@ fn read_checkpoint(dir: &Path) -> io::Result<Option<u64>> {
     }
 }
 
-/// Writes the checkpoint atomically (a temporary file renamed over it).
+/// Writes the checkpoint atomically: a temporary file, synced, renamed over it (so that after a
+/// power loss the checkpoint is the old one or the new one, never an empty file, which would
+/// mean delivering the whole buffer again).
 fn write_checkpoint(dir: &Path, pos: u64) -> io::Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP);
-    fs::write(&tmp, format!("{CHECKPOINT_MAGIC} {pos}\n"))?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(format!("{CHECKPOINT_MAGIC} {pos}\n").as_bytes())?;
+    f.sync_data()?;
+    drop(f);
     fs::rename(&tmp, dir.join(CHECKPOINT))
+}
+
+/// Creates and locks (exclusive `flock`, not waiting) the folder's lock file. Refused when
+/// another process, or another output of this one, holds it: two writers would interleave
+/// entries and delete each other's segments.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let path = dir.join(LOCK);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use by another syslog-sink process (its lock file {} is locked); \
+                 one process per buffer folder",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot lock {}: {e}", path.display()),
+        )),
+    }
 }
 
 /// Segment files of `dir`, by start position.
@@ -612,6 +653,7 @@ impl DiskBuffer {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
         fs::create_dir_all(&dir).map_err(|e| ctx("cannot create", &dir, e))?;
+        let lock_file = lock_dir(&dir)?;
         let checkpoint = read_checkpoint(&dir)
             .map_err(|e| ctx("cannot read", &dir.join(CHECKPOINT), e))?
             .unwrap_or(0);
@@ -709,6 +751,7 @@ impl DiskBuffer {
             data: Notify::new(),
             metrics,
             index,
+            _lock: lock_file,
         });
         shared.gauges(&lock(&shared.state));
         Ok(DiskBuffer {
@@ -1459,6 +1502,42 @@ mod tests {
         }
         b.json = Bytes::from(json);
         b
+    }
+
+    /// A folder in use is refused with a message naming it and its lock file; free again once
+    /// the first buffer is gone. A second process is shut out the same way (`flock` locks
+    /// conflict across open files, in one process or several).
+    #[test]
+    fn a_folder_in_use_is_refused_until_its_buffer_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..BufferConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new(&[], &["o".to_string()]));
+        let first = DiskBuffer::open(&cfg, false, 0, metrics.clone()).unwrap();
+        let e = DiskBuffer::open(&cfg, false, 0, metrics.clone()).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{text}");
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains("in use by another syslog-sink process")
+                && text.contains("lock"),
+            "{text}"
+        );
+        drop(first);
+        DiskBuffer::open(&cfg, false, 0, metrics).expect("free once the first is dropped");
+    }
+
+    /// The checkpoint is written whole (temporary file, synced, renamed) and read back.
+    #[test]
+    fn checkpoint_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_checkpoint(dir.path()).unwrap(), None);
+        write_checkpoint(dir.path(), 42).unwrap();
+        write_checkpoint(dir.path(), 1234).unwrap();
+        assert_eq!(read_checkpoint(dir.path()).unwrap(), Some(1234));
+        assert!(!dir.path().join(CHECKPOINT_TMP).exists());
     }
 
     #[test]
