@@ -294,6 +294,8 @@ pub enum OutputType {
     Http,
     /// JSON records published to a NATS JetStream stream, acknowledged.
     Nats,
+    /// JSON records produced to a Kafka topic (acks = all).
+    Kafka,
 }
 
 impl OutputType {
@@ -305,6 +307,7 @@ impl OutputType {
             OutputType::Syslog => "syslog",
             OutputType::Http => "http",
             OutputType::Nats => "nats",
+            OutputType::Kafka => "kafka",
         }
     }
 
@@ -312,7 +315,7 @@ impl OutputType {
     /// false` (see [`OutputConfig::buffer_config`]).
     pub fn is_network(self) -> bool {
         match self {
-            OutputType::Syslog | OutputType::Http | OutputType::Nats => true,
+            OutputType::Syslog | OutputType::Http | OutputType::Nats | OutputType::Kafka => true,
             OutputType::File | OutputType::Stdout => false,
         }
     }
@@ -322,7 +325,11 @@ impl OutputType {
     pub fn buffers_frames(self) -> bool {
         match self {
             OutputType::Syslog => true,
-            OutputType::File | OutputType::Stdout | OutputType::Http | OutputType::Nats => false,
+            OutputType::File
+            | OutputType::Stdout
+            | OutputType::Http
+            | OutputType::Nats
+            | OutputType::Kafka => false,
         }
     }
 }
@@ -333,7 +340,7 @@ impl OutputType {
 pub struct OutputConfig {
     /// Unique name, used in logs and metrics.
     pub name: String,
-    /// `file`, `stdout`, `syslog`, `http` or `nats`.
+    /// `file`, `stdout`, `syslog`, `http`, `nats` or `kafka`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// `file`: the JSON-lines file (appended to; parent folders are created).
@@ -389,11 +396,14 @@ pub struct OutputConfig {
     /// `http`: extra request headers (`Authorization = "ApiKey ..."`).
     pub headers: Option<BTreeMap<String, String>>,
     /// `http`: most bytes of records in one request (default 1 MiB; a larger record goes alone).
+    /// `kafka`: most record bytes in one produce request to one partition (default 1 MiB).
     pub batch_max_bytes: Option<usize>,
-    /// `http`: most records in one request (default 10000).
+    /// `http`: most records in one request; `kafka`: most records in one produce request to
+    /// one partition (default 10000 for both).
     pub batch_max_records: Option<usize>,
     /// `http`: give up one request (sending it and reading the answer) after this many
-    /// milliseconds (default 30000); retried.
+    /// milliseconds (default 30000); retried. `kafka`: the same for one connection attempt or
+    /// produce request; its records are kept and sent again.
     pub request_timeout_ms: Option<u64>,
     /// `http`: JSON-lines file where records the receiver refused for good (4xx other than
     /// 408/429, Elasticsearch item errors other than 429/5xx) are appended; without it they are
@@ -407,6 +417,22 @@ pub struct OutputConfig {
     pub max_inflight: Option<usize>,
     /// `nats`: a publish not acknowledged within this many milliseconds is resent (default 5000).
     pub ack_timeout_ms: Option<u64>,
+    /// `kafka`: bootstrap brokers, `host:port` each.
+    pub brokers: Option<Vec<String>>,
+    /// `kafka`: the topic records are produced to.
+    pub topic: Option<String>,
+    /// `kafka`: dotted path of a record field whose value is the message key (e.g.
+    /// `k8s.namespace`); records without it have no key.
+    pub key: Option<String>,
+    /// `kafka`: `key` (hash of the key, as Kafka's Java client; records without a key round
+    /// robin) or `round_robin`; default `key` when `key` is set, else `round_robin`.
+    pub partitioning: Option<KafkaPartitioning>,
+    /// `kafka`: create the topic when it does not exist (default true).
+    pub create_topic: Option<bool>,
+    /// `kafka`: partitions of a topic the output creates (default 3).
+    pub topic_partitions: Option<u32>,
+    /// `kafka`: replication factor of a topic the output creates (default 1).
+    pub replication_factor: Option<u16>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -416,7 +442,7 @@ pub struct OutputConfig {
     /// Which records this output gets; all when absent.
     pub filter: Option<FilterConfig>,
     /// Disk buffer: `false`, `true` or `[output.buffer]`. Absent: on for network outputs
-    /// (`syslog`, `http`, `nats`), off for `file` and `stdout`. See [`OutputConfig::buffer_config`].
+    /// (`syslog`, `http`, `nats`, `kafka`), off for `file` and `stdout`. See [`OutputConfig::buffer_config`].
     pub buffer: Option<BufferSetting>,
 }
 
@@ -535,6 +561,26 @@ pub struct ForwardTlsConfig {
     /// PEM file: the client certificate's private key; needs `cert`.
     pub key: Option<PathBuf>,
 }
+
+/// How a `kafka` output picks the partition of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaPartitioning {
+    /// murmur2 hash of the key modulo the partition count (Kafka's default partitioner), so
+    /// one key stays in one partition, in order; records without a key go round robin.
+    Key,
+    /// Record by record over the partitions.
+    RoundRobin,
+}
+
+/// Default `topic_partitions` of a `kafka` output.
+pub const DEFAULT_KAFKA_TOPIC_PARTITIONS: u32 = 3;
+/// Default `batch_max_bytes` of a `kafka` output (1 MiB).
+pub const DEFAULT_KAFKA_BATCH_MAX_BYTES: usize = 1 << 20;
+/// Default `batch_max_records` of a `kafka` output.
+pub const DEFAULT_KAFKA_BATCH_MAX_RECORDS: usize = 10_000;
+/// Default `request_timeout_ms` of a `kafka` output.
+pub const DEFAULT_KAFKA_REQUEST_TIMEOUT_MS: u64 = 30_000;
 
 /// Default `connect_timeout_ms` of a `syslog` output.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
@@ -684,8 +730,8 @@ impl OutputConfig {
     /// it, and the types that take it. The one table behind every "does not apply" error; the
     /// keys every type takes (name, type, flush_interval_ms, queue_batches, filter, buffer)
     /// are not in it.
-    fn typed_keys(&self) -> [(&'static str, bool, &'static [OutputType]); 27] {
-        use OutputType::{File, Http, Nats, Syslog};
+    fn typed_keys(&self) -> [(&'static str, bool, &'static [OutputType]); 34] {
+        use OutputType::{File, Http, Kafka, Nats, Syslog};
         [
             ("path", self.path.is_some(), &[File]),
             ("address", self.address.is_some(), &[Syslog]),
@@ -722,7 +768,7 @@ impl OutputConfig {
             ("index", self.index.is_some(), &[Http]),
             ("gzip", self.gzip.is_some(), &[Http]),
             ("headers", self.headers.is_some(), &[Http]),
-            ("batch_max_bytes", self.batch_max_bytes.is_some(), &[Http]),
+            ("batch_max_bytes", self.batch_max_bytes.is_some(), &[Http, Kafka]),
             (
                 "batch_max_records",
                 self.batch_max_records.is_some(),
@@ -731,13 +777,24 @@ impl OutputConfig {
             (
                 "request_timeout_ms",
                 self.request_timeout_ms.is_some(),
-                &[Http],
+                &[Http, Kafka],
             ),
             ("dead_letter_path", self.dead_letter_path.is_some(), &[Http]),
             ("stream", self.stream.is_some(), &[Nats]),
             ("subject", self.subject.is_some(), &[Nats]),
             ("max_inflight", self.max_inflight.is_some(), &[Nats]),
             ("ack_timeout_ms", self.ack_timeout_ms.is_some(), &[Nats]),
+            ("brokers", self.brokers.is_some(), &[Kafka]),
+            ("topic", self.topic.is_some(), &[Kafka]),
+            ("key", self.key.is_some(), &[Kafka]),
+            ("partitioning", self.partitioning.is_some(), &[Kafka]),
+            ("create_topic", self.create_topic.is_some(), &[Kafka]),
+            ("topic_partitions", self.topic_partitions.is_some(), &[Kafka]),
+            (
+                "replication_factor",
+                self.replication_factor.is_some(),
+                &[Kafka],
+            ),
         ]
     }
 }
@@ -973,6 +1030,7 @@ impl Config {
             validate_syslog(o, &key)?;
             crate::output::http::validate(o, &key)?;
             crate::output::nats::validate(o, &key)?;
+            crate::output::kafka::validate(o, &key)?;
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())
@@ -1163,6 +1221,85 @@ mod tests {
             ("[server]\nlog_format = \"xml\"\n", &["xml"]),
         ] {
             let e = Config::from_toml(&format!("{text}{base}")).unwrap_err().0;
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn kafka_output_keys_are_checked_and_named() {
+        let ok = Config::from_toml(&format!(
+            "{BASE}type = \"kafka\"\nbrokers = [\"k1:9092\", \"[::1]:9093\"]\n\
+             topic = \"k8s-events\"\nkey = \"k8s.namespace\"\ntopic_partitions = 6\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.output[0].kind, OutputType::Kafka);
+        assert_eq!(
+            ok.output[0].partitioning, None,
+            "defaults to key in the output"
+        );
+        let k = "type = \"kafka\"\nbrokers = [\"k:9092\"]\n";
+        for (text, needles) in [
+            (
+                "type = \"kafka\"\ntopic = \"t\"\n".to_string(),
+                &["output[0] \"fwd\".brokers", "required"][..],
+            ),
+            (
+                "type = \"kafka\"\nbrokers = []\ntopic = \"t\"\n".into(),
+                &["brokers", "required"],
+            ),
+            (
+                "type = \"kafka\"\nbrokers = [\"k\"]\ntopic = \"t\"\n".into(),
+                &["brokers", "\"k\"", "host:port"],
+            ),
+            (k.to_string(), &["topic", "required"]),
+            (
+                format!("{k}topic = \"a b\"\n"),
+                &["topic", "not a Kafka topic"],
+            ),
+            (
+                format!("{k}topic = \"..\"\n"),
+                &["topic", "not a Kafka topic"],
+            ),
+            (
+                format!("{k}topic = \"t\"\nkey = \"k8s..namespace\"\n"),
+                &["key", "field path"],
+            ),
+            (
+                format!("{k}topic = \"t\"\npartitioning = \"key\"\n"),
+                &["partitioning", "needs `key`"],
+            ),
+            (
+                format!("{k}topic = \"t\"\npartitioning = \"sticky\"\n"),
+                &["sticky"],
+            ),
+            (
+                format!("{k}topic = \"t\"\ntopic_partitions = 0\n"),
+                &["topic_partitions", "out of range"],
+            ),
+            (
+                format!("{k}topic = \"t\"\nbatch_max_bytes = 10\n"),
+                &["batch_max_bytes", "out of range"],
+            ),
+            (
+                format!("{k}topic = \"t\"\nrequest_timeout_ms = 0\n"),
+                &["request_timeout_ms", "out of range"],
+            ),
+            (
+                format!("{k}topic = \"t\"\npath = \"x\"\n"),
+                &["path", "does not apply"],
+            ),
+            (
+                "type = \"stdout\"\ntopic = \"t\"\n".into(),
+                &["topic", "does not apply", "only to \"kafka\""],
+            ),
+            (
+                format!("{k}topic = \"t\"\naddress = \"h:1\"\n"),
+                &["address", "does not apply"],
+            ),
+        ] {
+            let e = error(&text);
             for n in needles {
                 assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
             }

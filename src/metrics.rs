@@ -94,9 +94,10 @@ pub struct OutputMetrics {
     /// Write, flush or connect errors (each one retried).
     pub errors: AtomicU64,
     /// `syslog`: records written again on a new connection after the previous one failed;
-    /// `http`: records sent again after a failed request (or a retriable bulk item error).
+    /// `http`: records sent again after a failed request (or a retriable bulk item error);
+    /// `kafka`: records acknowledged after a request holding them failed.
     pub retries: AtomicU64,
-    /// `syslog`, `http`: connections made after a failed or closed one.
+    /// `syslog`, `http`, `kafka`: connections made after a failed or closed one.
     pub reconnects: AtomicU64,
     /// Disk buffer: bytes of its segment files now (gauge).
     pub buffer_bytes: AtomicU64,

@@ -39,8 +39,8 @@ use crate::framing::{Frame, FrameDecoder, FrameKind};
 use crate::limits::{read_room, PeerGuard, PeerLimits};
 use crate::metrics::{BatchCounts, Metrics};
 use crate::output::{
-    self, file::FileOutput, http::HttpOutput, nats::NatsOutput, stdout::StdoutOutput,
-    syslog::SyslogOutput,
+    self, file::FileOutput, http::HttpOutput, kafka::KafkaOutput, nats::NatsOutput,
+    stdout::StdoutOutput, syslog::SyslogOutput,
 };
 use crate::parse::Format;
 use crate::record::{now_rfc3339, Encoder, RecordContext};
@@ -145,6 +145,11 @@ impl Server {
                 }
                 OutputType::Nats => {
                     let out = NatsOutput::new(o, i, m.clone())
+                        .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
+                    spawn_output(out, i, rx, o, m, buffer)
+                }
+                OutputType::Kafka => {
+                    let out = KafkaOutput::new(o, i, m.clone())
                         .map_err(|e| ConfigError(format!("output[{i}] {:?}.{e}", o.name)))?;
                     spawn_output(out, i, rx, o, m, buffer)
                 }

@@ -6,9 +6,11 @@
 //! - [`syslog::SyslogOutput`]: RFC 5424 forwarded to another receiver over TCP or TLS.
 //! - [`http::HttpOutput`]: batches POSTed to a URL (JSON webhook, Splunk HEC, Elasticsearch bulk).
 //! - [`nats::NatsOutput`]: JSON records published to a NATS JetStream stream, acknowledged.
+//! - [`kafka::KafkaOutput`]: JSON records produced to a Kafka topic (acks = all).
 
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod stdout;
 pub mod syslog;
