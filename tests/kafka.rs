@@ -254,6 +254,8 @@ struct Sink {
     metrics: Arc<Metrics>,
     token: CancellationToken,
     handle: JoinHandle<Stopped>,
+    /// Holds the output's disk buffer (on by default for a network output).
+    _data: tempfile::TempDir,
 }
 
 impl Sink {
@@ -264,11 +266,13 @@ impl Sink {
         } else {
             "request_timeout_ms = 2000\n"
         };
+        let data = tempfile::tempdir().expect("tempdir");
         let text = format!(
-            "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\n\
+            "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\ndata_dir = {:?}\n\
              [[listen]]\naddress = \"127.0.0.1:0\"\n\
              [[output]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = [\"{broker}\"]\n\
-             topic = \"{TOPIC}\"\nflush_interval_ms = 50\n{extra}\n{timeout}"
+             topic = \"{TOPIC}\"\nflush_interval_ms = 50\n{extra}\n{timeout}",
+            data.path().display().to_string()
         );
         let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
         let server = Server::start(&config).await.expect("server start");
@@ -281,6 +285,7 @@ impl Sink {
             metrics,
             token,
             handle,
+            _data: data,
         }
     }
 
