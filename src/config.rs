@@ -768,7 +768,11 @@ impl OutputConfig {
             ("index", self.index.is_some(), &[Http]),
             ("gzip", self.gzip.is_some(), &[Http]),
             ("headers", self.headers.is_some(), &[Http]),
-            ("batch_max_bytes", self.batch_max_bytes.is_some(), &[Http, Kafka]),
+            (
+                "batch_max_bytes",
+                self.batch_max_bytes.is_some(),
+                &[Http, Kafka],
+            ),
             (
                 "batch_max_records",
                 self.batch_max_records.is_some(),
@@ -789,7 +793,11 @@ impl OutputConfig {
             ("key", self.key.is_some(), &[Kafka]),
             ("partitioning", self.partitioning.is_some(), &[Kafka]),
             ("create_topic", self.create_topic.is_some(), &[Kafka]),
-            ("topic_partitions", self.topic_partitions.is_some(), &[Kafka]),
+            (
+                "topic_partitions",
+                self.topic_partitions.is_some(),
+                &[Kafka],
+            ),
             (
                 "replication_factor",
                 self.replication_factor.is_some(),

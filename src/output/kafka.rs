@@ -594,7 +594,7 @@ impl Output for KafkaOutput {
         // Records are counted when acknowledged (in `flush`), not here.
         for (run, _n) in batch.runs(bit) {
             if let Err(e) = self.write(run).await {
-                retry_flush(self, &m.name, &m.errors, e).await;
+                retry_flush(self, m, e).await;
             }
         }
     }
