@@ -8,8 +8,10 @@
 //! listener, one `kafka` output to a new topic of 3 partitions, round robin, defaults
 //! otherwise), sends the PKS sample (`tests/data/pks-sink-2k.octet`) repeated up to the message
 //! count on one connection, and times from connect until the broker has acknowledged every
-//! record (the output's `records` counter). Three rounds; prints each and the median. Broker,
-//! server and sender share the machine's cores. Every wait is bounded (120 s per round).
+//! record (the output's `records` counter). Each round runs the output without a disk buffer
+//! (`buffer = false`) and with its default one (in a temporary `data_dir`, fsync every second),
+//! alternating; three rounds; prints each, the medians and buffered/unbuffered. Broker, server
+//! and sender share the machine's cores. Every wait is bounded (120 s per round).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -72,26 +74,44 @@ fn main() {
         "kafka_throughput: {n} messages ({:.1} MB) per round, {ROUNDS} rounds, one connection, tansu memory://",
         corpus.len() as f64 / 1e6
     );
-    let mut rates = Vec::new();
+    let mut rates = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        let (secs, rate) = rt.block_on(run_round(port, round, &corpus, n));
-        println!(
-            "round {round}: {secs:.2} s, {rate:.0} messages/s, {:.1} MB/s",
-            corpus.len() as f64 / secs / 1e6
-        );
-        rates.push(rate);
+        for (buffered, name) in [(false, "no buffer"), (true, "disk buffer")] {
+            let (secs, rate) = rt.block_on(run_round(port, round, buffered, &corpus, n));
+            println!(
+                "round {round} {name:>11}: {secs:.2} s, {rate:.0} messages/s, {:.1} MB/s",
+                corpus.len() as f64 / secs / 1e6
+            );
+            rates[usize::from(buffered)].push(rate);
+        }
     }
     let _ = broker.kill();
     let _ = broker.wait();
-    rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} messages/s", rates[rates.len() / 2]);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (plain, buffered) = (median(&mut rates[0]), median(&mut rates[1]));
+    println!(
+        "median: {plain:.0} messages/s without buffer, {buffered:.0} with; buffered/unbuffered = {:.2}",
+        buffered / plain
+    );
 }
 
-async fn run_round(port: u16, round: usize, corpus: &[u8], n: usize) -> (f64, f64) {
+async fn run_round(
+    port: u16,
+    round: usize,
+    buffered: bool,
+    corpus: &[u8],
+    n: usize,
+) -> (f64, f64) {
+    let data = tempfile::tempdir().expect("tempdir");
     let text = format!(
-        "[server]\nsummary_interval_secs = 0\n[[listen]]\naddress = \"127.0.0.1:0\"\n\
+        "[server]\nsummary_interval_secs = 0\ndata_dir = {:?}\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[output]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\n\
-         topic = \"bench-{round}\"\nrequest_timeout_ms = 10000\n"
+         topic = \"bench-{round}-{buffered}\"\nrequest_timeout_ms = 10000\nbuffer = {buffered}\n",
+        data.path().display().to_string()
     );
     let config = Config::from_toml(&text).expect("config");
     // The broker may still be starting in round 0: the output retries until it answers.
