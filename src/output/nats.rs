@@ -11,7 +11,7 @@
 //! subject the template can make, else the output refuses to publish and says why.
 //!
 //! **Payload.** The record's JSON line without its `\n` (a zero-copy slice of the batch), with a
-//! `Nats-Msg-Id` header ([`Id`]). A record resent after a lost or late acknowledgement keeps its
+//! `Nats-Msg-Id` header. A record resent after a lost or late acknowledgement keeps its
 //! id, so JetStream stores it once within the stream's duplicate window (2 minutes by default).
 //! - Behind a disk buffer (the default): `<buffer>-<position>-<appended>-<n>`, the
 //!   [`crate::buffer::EntryId`] of the record's log entry (the folder's id, 16 hex digits from
