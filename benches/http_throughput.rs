@@ -11,24 +11,24 @@
 //! reads each body and answers 200, `{"errors":false}` for `_bulk`; it does not decompress).
 //! Timed from the first batch until the output counted every record as accepted. A short
 //! warm-up round, then three rounds per configuration, the median printed. Every round is bounded (120 s).
+//!
+//! The output with and without its disk buffer, behind the whole server: `cargo bench --bench
+//! buffer` (`BUFFER_BENCH_OUTPUTS=http`).
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::Response;
-use hyper_util::rt::TokioIo;
 use syslog_sink::cli::{parse_stream, ParseOptions};
 use syslog_sink::config::Config;
 use syslog_sink::metrics::Metrics;
 use syslog_sink::output::{self, http::HttpOutput};
 use syslog_sink::route::{Batch, Line};
-use tokio::net::TcpListener;
+
+#[path = "support/http_receiver.rs"]
+mod http_receiver;
+use http_receiver::receiver;
 
 const ROUNDS: usize = 3;
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
@@ -174,42 +174,6 @@ fn make_batches(lines: &[Vec<u8>], n: usize) -> Vec<Arc<Batch>> {
         }));
     }
     out
-}
-
-/// A receiver that reads every body and answers 200; returns its address and the body bytes
-/// it read.
-async fn receiver(bulk: bool) -> (SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let bytes = Arc::new(AtomicU64::new(0));
-    let b = bytes.clone();
-    let h = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let b = b.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let b = b.clone();
-                    async move {
-                        let body = req.into_body().collect().await?.to_bytes();
-                        b.fetch_add(body.len() as u64, Relaxed);
-                        let answer: &'static [u8] = if bulk {
-                            b"{\"took\":1,\"errors\":false,\"items\":[]}"
-                        } else {
-                            b"{\"text\":\"Success\",\"code\":0}"
-                        };
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(answer))))
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, bytes, h)
 }
 
 /// One round: records/s until the output counted all `n` accepted, and the body bytes sent.

@@ -98,13 +98,7 @@ fn main() {
     );
 }
 
-async fn run_round(
-    port: u16,
-    round: usize,
-    buffered: bool,
-    corpus: &[u8],
-    n: usize,
-) -> (f64, f64) {
+async fn run_round(port: u16, round: usize, buffered: bool, corpus: &[u8], n: usize) -> (f64, f64) {
     let data = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "[server]\nsummary_interval_secs = 0\ndata_dir = {:?}\n\

@@ -11,6 +11,9 @@
 //! returned, i.e. until every record has its JetStream acknowledgement. A setting stops early
 //! after 30 s (the count then says how many made it). Also prints what building the subject
 //! from a record costs. Needs nats-server listening (`.ci/run` starts one on 4222).
+//!
+//! The output with and without its disk buffer, behind the whole server: `cargo bench --bench
+//! buffer` (`BUFFER_BENCH_OUTPUTS=nats`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

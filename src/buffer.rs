@@ -27,7 +27,13 @@
 //! appended (Unix ms, u64 LE), the record count `n` (u32 LE), `n` descriptors (JSON: the line's
 //! length, u32; frames: kind u8, reason u8, declared length u64 (`u64::MAX` = none), length
 //! u32), then the lines' or frames' bytes back to back. Replay rebuilds a [`Batch`] of those
-//! records (mask = this output's bit) and calls the same [`Output::write_batch`].
+//! records (mask = this output's bit) and calls the same [`Output::write_entry`].
+//!
+//! **Entry ids.** The folder has an id of its own, 16 hex digits drawn at its first use and kept
+//! in its `instance` file. With the entry's position and append time it names the entry's
+//! records across restarts ([`EntryId`], handed to the output with every batch, from memory or
+//! from the log alike): a destination that deduplicates by id (JetStream's `Nats-Msg-Id`) can
+//! recognise a record delivered again after a restart.
 //!
 //! **Startup** locks the folder (an exclusive `flock` on its `lock` file, held while the buffer
 //! lives: a second process on the same folder is refused with a clear error), reads the
@@ -43,8 +49,10 @@
 //! every entry). Records confirmed but not yet in the checkpoint when the process dies are
 //! delivered again after the restart (duplicates, never loss).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -73,6 +81,9 @@ const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 /// The file locked while a process uses the folder.
 const LOCK: &str = "lock";
 const CHECKPOINT_MAGIC: &str = "syslog-sink-buffer-v1";
+/// The folder's own id (16 hex digits), kept across restarts; see [`EntryId`].
+const INSTANCE: &str = "instance";
+const INSTANCE_TMP: &str = "instance.tmp";
 /// The checkpoint is written at most this often (and at shutdown, and when the writer waits
 /// for room).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -153,6 +164,8 @@ struct Shared {
     /// `None`: sync after every entry.
     fsync_every: Option<Duration>,
     frames: bool,
+    /// The folder's id (the `instance` file).
+    instance: String,
     /// Most batches in the in-memory window.
     window_cap: usize,
     state: Mutex<State>,
@@ -162,9 +175,6 @@ struct Shared {
     data: Notify,
     metrics: Arc<Metrics>,
     index: usize,
-    /// The folder's `lock` file, locked (`flock`, exclusive) while the buffer lives: a second
-    /// process (or output) opening the same folder is refused instead of corrupting it.
-    _lock: File,
 }
 
 impl Shared {
@@ -230,6 +240,24 @@ struct Item {
     appended: u64,
 }
 
+/// Names the records of one log entry for good: the same when the entry is delivered again
+/// after a restart (from the log instead of memory), different for any other entry of any
+/// buffer folder. The buffer hands it to its output with the entry's batch
+/// ([`Output::write_entry`]); the `nats` output makes its `Nats-Msg-Id`s of it, so that
+/// JetStream stores a replayed record once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryId<'a> {
+    /// The folder's id: 16 hex digits drawn when the folder was first used, kept in its
+    /// `instance` file (a new folder, or a lost file, gets a new one).
+    pub buffer: &'a str,
+    /// The entry's position in the log.
+    pub position: u64,
+    /// When it was appended (Unix ms). Positions are written again only when the end of the
+    /// log was lost after its entries were delivered (a power loss before `fdatasync`, segment
+    /// files deleted by hand): the new entries there differ by it.
+    pub appended: u64,
+}
+
 /// A damaged entry: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
@@ -248,6 +276,11 @@ pub struct DiskBuffer {
     live: File,
     /// Where the reader starts: the checkpoint.
     cursor: u64,
+    /// The folder's `lock` file, locked (`flock`, exclusive) from `open` until the output's
+    /// task ends (the reader owns it then: when it ends the writer is done or the process is
+    /// exiting), so that a second process on the same folder is refused instead of
+    /// corrupting it, and a restart within one process finds the folder free.
+    lock: File,
 }
 
 /// Entries of a log folder after its checkpoint, as startup sees them (for tests and tools).
@@ -611,6 +644,36 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
     }
 }
 
+/// The folder's id from its `instance` file; a new one (written atomically) when the file is
+/// missing or unreadable.
+fn instance_id(dir: &Path) -> io::Result<String> {
+    match fs::read_to_string(dir.join(INSTANCE)) {
+        Ok(t) => {
+            let id = t.trim();
+            if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(id.to_ascii_lowercase());
+            }
+            tracing::warn!(dir = %dir.display(), content = %t.escape_debug(),
+                "disk buffer: instance file unreadable; the folder gets a new id (records delivered again may be stored twice by a deduplicating destination)");
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.write(dir.as_os_str().as_encoded_bytes());
+    let id = format!("{:016x}", h.finish());
+    let tmp = dir.join(INSTANCE_TMP);
+    fs::write(&tmp, format!("{id}\n"))?;
+    fs::rename(&tmp, dir.join(INSTANCE))?;
+    Ok(id)
+}
+
 /// Segment files of `dir`, by start position.
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segs = Vec::new();
@@ -657,6 +720,7 @@ impl DiskBuffer {
         let checkpoint = read_checkpoint(&dir)
             .map_err(|e| ctx("cannot read", &dir.join(CHECKPOINT), e))?
             .unwrap_or(0);
+        let instance = instance_id(&dir).map_err(|e| ctx("cannot use", &dir.join(INSTANCE), e))?;
         let bit = 1u64 << index;
         let mut segments = BTreeMap::new();
         let (mut disk_bytes, mut records, mut first_appended, mut top) = (0, 0, None, checkpoint);
@@ -728,6 +792,7 @@ impl DiskBuffer {
             fsync_every: (cfg.fsync_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.fsync_interval_ms)),
             frames,
+            instance,
             window_cap: 1,
             state: Mutex::new(State {
                 segments,
@@ -751,13 +816,13 @@ impl DiskBuffer {
             data: Notify::new(),
             metrics,
             index,
-            _lock: lock_file,
         });
         shared.gauges(&lock(&shared.state));
         Ok(DiskBuffer {
             shared,
             live: live_file,
             cursor: checkpoint,
+            lock: lock_file,
         })
     }
 }
@@ -777,6 +842,7 @@ pub fn run<O: Output>(
         mut shared,
         live,
         cursor,
+        lock,
     } = buffer;
     let window = window.max(1);
     if let Some(s) = Arc::get_mut(&mut shared) {
@@ -803,6 +869,7 @@ pub fn run<O: Output>(
         popped: 0,
         confirmed_pos: cursor,
         last_checkpoint: Instant::now(),
+        _lock: lock,
     };
     Ok(tokio::spawn(reader.drive(out, flush_every)))
 }
@@ -1201,6 +1268,8 @@ impl SegReader {
 /// The output's side: delivers from memory or from the log, confirms, checkpoints.
 struct Reader {
     shared: Arc<Shared>,
+    /// The folder's lock ([`DiskBuffer`]), released when the reader ends.
+    _lock: File,
     /// A window item ahead of the cursor (the log is read up to it first).
     held: Option<Item>,
     /// Items read from the log, not yet given to the output.
@@ -1443,7 +1512,12 @@ impl Reader {
         let mut dirty = false;
         loop {
             if let Some(it) = self.next_item().await {
-                out.write_batch(&it.batch, bit, m).await;
+                let entry = EntryId {
+                    buffer: &self.shared.instance,
+                    position: it.start,
+                    appended: it.appended,
+                };
+                out.write_entry(&it.batch, bit, m, entry).await;
                 self.taken += it.records;
                 self.pending.push_back((it.end, self.taken, it.appended));
                 self.cursor = self.cursor.max(it.end);
@@ -1650,6 +1724,114 @@ mod tests {
         async fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Per record taken: the entry id it came with (owned) and its line.
+    type Taken = Arc<Mutex<Vec<(String, u64, u64, Bytes)>>>;
+
+    /// Notes the entry id of every record; confirms everything on flush, or nothing.
+    struct Ids {
+        got: Taken,
+        confirm: bool,
+    }
+
+    impl Output for Ids {
+        async fn write_entry(
+            &mut self,
+            batch: &Arc<Batch>,
+            bit: u64,
+            _m: &OutputMetrics,
+            entry: EntryId<'_>,
+        ) {
+            let mut got = self.got.lock().unwrap_or_else(|p| p.into_inner());
+            for (run, _) in batch.runs(bit) {
+                for line in run.split_inclusive(|&b| b == b'\n') {
+                    got.push((
+                        entry.buffer.to_string(),
+                        entry.position,
+                        entry.appended,
+                        Bytes::copy_from_slice(line),
+                    ));
+                }
+            }
+        }
+        fn confirmed(&self) -> Option<u64> {
+            (!self.confirm).then_some(0)
+        }
+        async fn write(&mut self, _lines: Bytes) -> io::Result<()> {
+            Ok(())
+        }
+        async fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `Ids` behind the buffer in `dir` with `batches` sent, until its queue closed and
+    /// the buffer is drained (or nothing confirmed); returns what it took.
+    async fn run_ids(
+        dir: &Path,
+        batches: &[Batch],
+        confirm: bool,
+    ) -> Vec<(String, u64, u64, Bytes)> {
+        let cfg = BufferConfig {
+            path: Some(dir.to_path_buf()),
+            max_bytes: 1 << 20,
+            fsync_interval_ms: 10,
+        };
+        let metrics = Arc::new(Metrics::new(&[], &["o".to_string()]));
+        let b = DiskBuffer::open(&cfg, false, 0, metrics).unwrap();
+        let got = Taken::default();
+        let out = Ids {
+            got: got.clone(),
+            confirm,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let task = run(b, out, 0, rx, Duration::from_millis(20), 1).unwrap();
+        for b in batches {
+            tx.send(Arc::new(b.clone())).await.unwrap();
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let v = got.lock().unwrap().clone();
+        v
+    }
+
+    /// A record delivered again after a restart (from the log) comes with the entry id it had
+    /// the first time (from memory): the folder's id, kept in its `instance` file, the entry's
+    /// position and append time. Another folder has another id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entry_ids_are_the_same_when_delivered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches: Vec<Batch> = (0..20)
+            .map(|i| {
+                let a = format!("{{\"n\":{i},\"k\":0}}\n");
+                let b = format!("{{\"n\":{i},\"k\":1}}\n");
+                json_batch(&[(&a, 1), ("skip\n", 2), (&b, 1)])
+            })
+            .collect();
+        // Nothing confirmed: every record is delivered again at the next start.
+        let first = run_ids(dir.path(), &batches, false).await;
+        assert_eq!(first.len(), 40);
+        let again = run_ids(dir.path(), &[], true).await;
+        assert_eq!(again, first);
+        let id = fs::read_to_string(dir.path().join(INSTANCE)).unwrap();
+        assert_eq!(id.trim(), first[0].0);
+        assert_eq!(id.trim().len(), 16);
+        // Distinct entries, distinct (position, appended); records of one entry share them.
+        let mut entries: Vec<(u64, u64)> = first.iter().map(|t| (t.1, t.2)).collect();
+        entries.dedup();
+        assert_eq!(entries.len(), 20);
+        // Everything confirmed now: nothing a third time; the id stays.
+        assert!(run_ids(dir.path(), &[], true).await.is_empty());
+        let more = run_ids(dir.path(), &batches[..1], true).await;
+        assert_eq!(more[0].0, first[0].0);
+        assert!(more[0].1 > first[39].1, "positions go on");
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = run_ids(other.path(), &batches[..1], true).await;
+        assert_ne!(elsewhere[0].0, first[0].0);
     }
 
     /// Records pass through the buffer (memory and, with a one-batch window, the log), the

@@ -776,7 +776,7 @@ impl OutputConfig {
             (
                 "batch_max_records",
                 self.batch_max_records.is_some(),
-                &[Http],
+                &[Http, Kafka],
             ),
             (
                 "request_timeout_ms",
@@ -1239,7 +1239,8 @@ mod tests {
     fn kafka_output_keys_are_checked_and_named() {
         let ok = Config::from_toml(&format!(
             "{BASE}type = \"kafka\"\nbrokers = [\"k1:9092\", \"[::1]:9093\"]\n\
-             topic = \"k8s-events\"\nkey = \"k8s.namespace\"\ntopic_partitions = 6\n"
+             topic = \"k8s-events\"\nkey = \"k8s.namespace\"\ntopic_partitions = 6\n\
+             batch_max_bytes = 65536\nbatch_max_records = 7\nrequest_timeout_ms = 1000\n"
         ))
         .unwrap();
         assert_eq!(ok.output[0].kind, OutputType::Kafka);

@@ -10,8 +10,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,13 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-const BIN: &str = env!("CARGO_BIN_EXE_syslog-sink");
-
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use common::sink::{self, free_port, seq_in, Sink};
 
 /// Message `seq` (1-based), RFC 5424, with some padding so batches differ in size.
 fn message(seq: usize) -> String {
@@ -40,13 +33,6 @@ fn message(seq: usize) -> String {
 /// Messages `range` as one octet-counted stream.
 fn stream(range: std::ops::RangeInclusive<usize>) -> Vec<u8> {
     range.flat_map(|i| common::oc(&message(i))).collect()
-}
-
-/// The number after the last `seq=`.
-fn seq_of(msg: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(msg).ok()?;
-    let i = text.rfind("seq=")?;
-    text[i + 4..].get(..8)?.parse().ok()
 }
 
 /// Per seq, the receiver connections (numbered from 1) it arrived on.
@@ -147,7 +133,7 @@ async fn read_frames(mut s: TcpStream, id: usize, seen: Seen) {
             if buf.len() < start + len {
                 break;
             }
-            let seq = seq_of(&buf[start..start + len]).expect("seq in every message");
+            let seq = seq_in(&buf[start..start + len]).expect("seq in every message");
             seen.lock().expect("lock").entry(seq).or_default().push(id);
             pos = start + len;
         }
@@ -377,142 +363,17 @@ async fn receiver_killed_and_restarted_mid_stream_loses_nothing() {
     assert_eq!(m.buffer_records.load(Relaxed), 0);
 }
 
-/// The real binary with a config in a temporary folder, its stderr in a file.
-struct Sink {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    runs: usize,
+/// The real binary with a `syslog` output "fwd" to `rx_port` and a buffer with `buffer`.
+fn fwd_sink(dir: &Path, rx_port: u16, buffer: &str) -> Sink {
+    Sink::new(
+        dir,
+        &format!("{}[output.buffer]\n{buffer}\n", fwd(rx_port, "")),
+    )
 }
 
-impl Sink {
-    fn new(dir: &Path, rx_port: u16, buffer: &str) -> Sink {
-        let port = free_port();
-        let config = format!(
-            "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 10\ndata_dir = {:?}\n\
-             [[listen]]\naddress = \"127.0.0.1:{port}\"\n{}\n[output.buffer]\n{buffer}\n",
-            dir.join("data").display().to_string(),
-            fwd(rx_port, "")
-        );
-        std::fs::write(dir.join("sink.toml"), config).expect("config");
-        Sink {
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-            runs: 0,
-        }
-    }
-
-    fn buffer_dir(&self) -> PathBuf {
-        self.dir.join("data/fwd")
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn log(&self, run: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("sink.{run}.log"))).unwrap_or_default()
-    }
-
-    /// Starts it and waits (at most 10 s) until it listens.
-    fn start(&mut self) {
-        self.runs += 1;
-        let log = std::fs::File::create(self.dir.join(format!("sink.{}.log", self.runs)))
-            .expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(self.dir.join("sink.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn syslog-sink");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.addr()).is_err() {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("syslog-sink exited ({st}): {}", self.log(self.runs));
-            }
-            assert!(Instant::now() < deadline, "not listening after 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `sig` and waits (at most 15 s) for the exit; returns the exit status.
-    fn signal(&mut self, sig: &str) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args([sig, &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("syslog-sink did not exit on {sig}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A segment file and, per entry, its file offset and seqs.
-type Segment = (PathBuf, Vec<(u64, Vec<usize>)>);
-
-/// Seqs in the buffer folder after its checkpoint, per segment file and entry.
-fn buffered(dir: &Path) -> Vec<Segment> {
-    let scan = syslog_sink::buffer::scan(dir, true, 1).expect("scan the buffer");
-    scan.segments
-        .into_iter()
-        .map(|(path, entries)| {
-            let entries = entries
-                .into_iter()
-                .map(|(off, b)| {
-                    let seqs = b
-                        .frames
-                        .iter()
-                        .map(|f| seq_of(&f.data).expect("seq"))
-                        .collect();
-                    (off, seqs)
-                })
-                .collect();
-            (path, entries)
-        })
-        .collect()
-}
-
-/// Waits (at most 15 s) until the buffer folder holds every seq of `want`.
-async fn wait_buffered(dir: &Path, want: &BTreeSet<usize>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let have: BTreeSet<usize> = buffered(dir)
-            .into_iter()
-            .flat_map(|(_, e)| e.into_iter().flat_map(|(_, s)| s))
-            .collect();
-        if want.is_subset(&have) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "buffer holds {} of {} messages",
-            want.intersection(&have).count(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The buffer folder of output "fwd" after its checkpoint: per segment file and entry, seqs.
+fn buffered(sink: &Sink) -> Vec<sink::Segment> {
+    sink::buffered(&sink.buffer_dir("fwd"), true)
 }
 
 /// syslog-sink delivers the first half (confirmed: the checkpoint passes it), then (receiver
@@ -527,7 +388,7 @@ async fn kill_9_and_restart_delivers_the_buffer() {
     let rx_port = free_port();
     let mut rx = Receiver::new(rx_port);
     rx.start().await;
-    let mut sink = Sink::new(dir.path(), rx_port, "max_bytes = 1048576");
+    let mut sink = fwd_sink(dir.path(), rx_port, "max_bytes = 1048576");
     sink.start();
     let p = Arc::new(AtomicU64::new(0));
     send_slowly(
@@ -540,14 +401,7 @@ async fn kill_9_and_restart_delivers_the_buffer() {
     .await;
     rx.wait_for(&all(1..=half), Duration::from_secs(15)).await;
     // Confirmed and in the checkpoint: nothing of the first half left after it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while buffered(&sink.buffer_dir())
-        .iter()
-        .any(|(_, e)| !e.is_empty())
-    {
-        assert!(Instant::now() < deadline, "first half never checkpointed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sink::wait_checkpointed(&sink.buffer_dir("fwd"), true, Duration::from_secs(10)).await;
     rx.kill().await;
     send_slowly(
         sink.addr(),
@@ -557,19 +411,14 @@ async fn kill_9_and_restart_delivers_the_buffer() {
         p,
     )
     .await;
-    wait_buffered(&sink.buffer_dir(), &all(half + 1..=n)).await;
+    sink::wait_buffered(&sink.buffer_dir("fwd"), true, &all(half + 1..=n)).await;
     let first_run = rx.conns.load(Relaxed);
     sink.signal("-KILL");
-    let left = buffered(&sink.buffer_dir());
-    let left_records: usize = left
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|(_, s)| s.len()))
-        .sum();
+    let left_records = sink::buffered_records(&sink.buffer_dir("fwd"), true);
     rx.start().await;
     sink.start();
     rx.wait_for(&all(1..=n), Duration::from_secs(20)).await;
-    let st = sink.signal("-TERM").expect("exit status");
-    assert!(st.success(), "exit {st}: {}", sink.log(2));
+    sink.stop();
     let seen = rx.seen();
     let missing: Vec<_> = (1..=n).filter(|s| !seen.contains_key(s)).collect();
     assert!(
@@ -604,13 +453,7 @@ async fn kill_9_and_restart_delivers_the_buffer() {
         "{log}"
     );
     // The restart confirmed everything: nothing left after the checkpoint.
-    assert_eq!(
-        buffered(&sink.buffer_dir())
-            .iter()
-            .map(|(_, e)| e.len())
-            .sum::<usize>(),
-        0
-    );
+    assert_eq!(sink::buffered_records(&sink.buffer_dir("fwd"), true), 0);
 }
 
 /// A buffered run killed with SIGKILL, then two segment files damaged: a byte flipped inside
@@ -625,7 +468,7 @@ async fn damaged_segments_are_reported_and_skipped_keeping_what_is_before() {
     let rx_port = free_port();
     let mut rx = Receiver::new(rx_port);
     // 1 MiB: segments of 128 KiB, so about 3 files.
-    let mut sink = Sink::new(dir.path(), rx_port, "max_bytes = 1048576");
+    let mut sink = fwd_sink(dir.path(), rx_port, "max_bytes = 1048576");
     sink.start();
     let p = Arc::new(AtomicU64::new(0));
     send_slowly(
@@ -636,9 +479,9 @@ async fn damaged_segments_are_reported_and_skipped_keeping_what_is_before() {
         p,
     )
     .await;
-    wait_buffered(&sink.buffer_dir(), &all(1..=n)).await;
+    sink::wait_buffered(&sink.buffer_dir("fwd"), true, &all(1..=n)).await;
     sink.signal("-KILL");
-    let segs: Vec<_> = buffered(&sink.buffer_dir())
+    let segs: Vec<_> = buffered(&sink)
         .into_iter()
         .filter(|(_, e)| e.len() >= 3)
         .collect();
@@ -678,8 +521,7 @@ async fn damaged_segments_are_reported_and_skipped_keeping_what_is_before() {
     rx.start().await;
     sink.start();
     rx.wait_for(&want, Duration::from_secs(20)).await;
-    let st = sink.signal("-TERM").expect("exit status");
-    assert!(st.success(), "exit {st}: {}", sink.log(2));
+    sink.stop();
     assert_exactly_once(&rx, &want);
     let log = sink.log(2);
     let name = |p: &Path| p.file_name().expect("name").to_string_lossy().into_owned();

@@ -532,3 +532,51 @@ async fn broker_frozen_mid_stream_loses_nothing() {
     );
     sink.stop().await;
 }
+
+/// The broker answers with an error (the topic does not exist, `create_topic = false`): the
+/// output holds every record, counts the failed attempts and says so in its state; once the
+/// topic is created (by the test) everything is delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topic_is_an_error_until_it_exists_then_nothing_is_lost() {
+    let mut broker = Broker::new(free_port());
+    broker.start().await;
+    let sink = Sink::start(&broker.addr(), "create_topic = false\n").await;
+    let sender = sink.send(sample());
+    until("the output has failed on the missing topic", || {
+        sink.out().errors.load(Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(sink.out().records.load(Relaxed), 0);
+    let failed = sink.out().last_error().map(|(e, _)| e).unwrap_or_default();
+    assert!(
+        failed.contains("does not exist") && failed.contains("create_topic = false"),
+        "{failed:?}"
+    );
+    assert!(
+        read_topic(&broker.addr(), TOPIC)
+            .await
+            .expect("read")
+            .is_empty(),
+        "nothing produced while the topic is missing"
+    );
+    let client = ClientBuilder::new(vec![broker.addr()])
+        .build()
+        .await
+        .expect("admin client");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(TOPIC, 2, 1, 5_000)
+        .await
+        .expect("create the topic");
+    join(sender).await;
+    until("every record is acknowledged", || {
+        sink.out().records.load(Relaxed) == N as u64
+    })
+    .await;
+    let msgs = wait_for(&broker.addr(), N, 20).await;
+    check_pks_records(&records(&msgs));
+    let used: BTreeSet<i32> = msgs.iter().map(|m| m.partition).collect();
+    assert_eq!(used.len(), 2, "the test's 2 partitions, not the output's 3");
+    sink.stop().await;
+}

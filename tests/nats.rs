@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::TcpListener;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
+use common::sink::{self, free_port, Sink};
 use common::{check_pks_records, octet_frame_ends, start, Running, PKS_OCTET};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -44,12 +44,6 @@ fn unique(tag: &str) -> (String, String) {
         format!("T_{}_{n:x}", tag.to_uppercase()),
         format!("t{n:x}.{tag}"),
     )
-}
-
-/// A free loopback port (bound, then released for the server).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// Fails (does not skip) when nats-server is missing.
@@ -789,4 +783,115 @@ async fn tls_with_a_private_ca() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(r.metrics.outputs[1].records.load(Relaxed), 0);
+}
+
+/// Waits (at most 20 s) until `stream` holds at least `n` messages; returns how many.
+async fn wait_stored(url: &str, name: &str, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let have = stream_len(url, name).await;
+        if have >= n || Instant::now() > deadline {
+            return have;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Per seq, the times it is in the stream.
+fn seq_counts(stored: &[Stored]) -> HashMap<usize, usize> {
+    let mut counts = HashMap::new();
+    for s in stored {
+        let seq = sink::seq_in(&s.payload).expect("seq in a stored record");
+        *counts.entry(seq).or_default() += 1;
+    }
+    counts
+}
+
+/// The real binary, its `nats` output (to the shared server through a proxy) behind its disk
+/// buffer (on by default): the first half of the PKS sample is acknowledged and checkpointed;
+/// then the proxy swallows the acknowledgements, so JetStream stores some of the second half
+/// without the output knowing (it holds those records, and the buffer holds the whole second
+/// half), and syslog-sink is killed with `kill -9`. Restarted on the same folder with
+/// acknowledgements flowing again (well within the stream's 2-minute duplicate window), it
+/// delivers the buffer: every record is in the stream exactly once. The records JetStream had
+/// stored before the kill are published again (they were after the checkpoint) with the ids
+/// they had, made of their buffer entry, and JetStream drops them as duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_delivers_the_buffer() {
+    require_shared();
+    let proxy = Proxy::start(4222).await;
+    let (name, prefix) = unique("kill9");
+    let subject = format!("{prefix}.{{category}}.{{namespace}}");
+    let via = format!("nats://127.0.0.1:{}", proxy.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = Sink::new(
+        dir.path(),
+        &nats_output(&via, &name, &subject, "max_inflight = 256"),
+    );
+    let buffer = sink.buffer_dir("bus");
+    sink.start();
+    let data = std::fs::read(PKS_OCTET).expect("sample");
+    let half = octet_frame_ends(&data)[N / 2 - 1];
+    common::send(sink.addr(), &data[..half], || 64 * 1024).await;
+    let stored = wait_stored(SHARED, &name, N as u64 / 2).await;
+    assert_eq!(stored, N as u64 / 2, "the first half stored");
+    sink::wait_checkpointed(&buffer, false, Duration::from_secs(20)).await;
+    // JetStream goes on storing; the output never hears of it.
+    proxy.swallow_acks();
+    common::send(sink.addr(), &data[half..], || 64 * 1024).await;
+    sink::wait_buffered(&buffer, false, &(N / 2 + 1..=N).collect()).await;
+    let stored = wait_stored(SHARED, &name, N as u64 / 2 + 1).await;
+    assert!(stored > N as u64 / 2, "nothing of the second half stored");
+    sink.signal("-KILL").expect("was running");
+    proxy.cut();
+    // What the stream holds (and the ids), and what the buffer will deliver again.
+    let ids_at_kill: HashMap<usize, String> = read_stream(SHARED, &name)
+        .await
+        .into_iter()
+        .filter_map(|s| Some((sink::seq_in(&s.payload)?, s.id)))
+        .collect();
+    let buffered_at_kill = sink::buffered_seqs(&buffer, false);
+    let may_repeat: BTreeSet<usize> = buffered_at_kill
+        .iter()
+        .filter(|s| ids_at_kill.contains_key(s))
+        .copied()
+        .collect();
+    assert!(!may_repeat.is_empty(), "stored, not acknowledged, buffered");
+    sink.start();
+    wait_stored(SHARED, &name, N as u64).await;
+    sink::wait_checkpointed(&buffer, false, Duration::from_secs(20)).await;
+    sink.stop();
+    let stored = read_stream(SHARED, &name).await;
+    delete_stream(SHARED, &name).await;
+    eprintln!(
+        "kill -9 with {} records after the checkpoint, {} of them already stored; {} in the \
+         stream after the restart",
+        buffered_at_kill.len(),
+        may_repeat.len(),
+        stored.len()
+    );
+    // Nothing twice, although `may_repeat` were published again.
+    let none = BTreeSet::new();
+    sink::check_arrivals(&seq_counts(&stored), &(1..=N).collect(), &none);
+    // Ids: the buffer folder's id first, one per record, those stored before the kill kept.
+    let folder = std::fs::read_to_string(buffer.join("instance")).expect("instance file");
+    let mut ids = BTreeSet::new();
+    for s in &stored {
+        assert!(s.id.starts_with(&format!("{}-", folder.trim())), "{}", s.id);
+        assert!(ids.insert(s.id.as_str()), "id {} twice", s.id);
+        let seq = sink::seq_in(&s.payload).expect("seq");
+        if let Some(before) = ids_at_kill.get(&seq) {
+            assert_eq!(&s.id, before, "seq {seq}");
+        }
+    }
+    let recs: Vec<Value> = stored
+        .iter()
+        .map(|s| serde_json::from_slice(&s.payload).expect("payload is one JSON record"))
+        .collect();
+    check_pks_records(&recs);
+    let log = sink.log(2);
+    assert!(
+        log.contains("delivering the records left from the last run"),
+        "{log}"
+    );
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
+use crate::buffer::EntryId;
 use crate::metrics::{Metrics, OutputMetrics, OutputState};
 use crate::route::{Batch, Receiver};
 
@@ -61,6 +62,23 @@ pub trait Output: Send + 'static {
                 }
             }
         }
+    }
+    /// Takes the records of one disk-buffer entry: what the buffer ([`crate::buffer`]) calls
+    /// instead of `write_batch`, with `entry` naming these records for good (the same when
+    /// they are delivered again after a restart). The default ignores `entry`; the `nats`
+    /// output makes its `Nats-Msg-Id`s of it.
+    fn write_entry(
+        &mut self,
+        batch: &Arc<Batch>,
+        bit: u64,
+        m: &OutputMetrics,
+        entry: EntryId<'_>,
+    ) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        let _ = entry;
+        self.write_batch(batch, bit, m)
     }
     /// Whether the output holds records it has yet to confirm, so [`run`] calls `flush` on its
     /// interval even when no new batch came in.

@@ -11,10 +11,16 @@
 //! subject the template can make, else the output refuses to publish and says why.
 //!
 //! **Payload.** The record's JSON line without its `\n` (a zero-copy slice of the batch), with a
-//! `Nats-Msg-Id` header `<instance>-<seq>`: `instance` is 16 hex digits drawn at random when the
-//! output starts, `seq` counts the records the output took. A record resent after a lost or late
-//! acknowledgement keeps its id, so JetStream stores it once within the stream's duplicate window
-//! (2 minutes by default).
+//! `Nats-Msg-Id` header. A record resent after a lost or late acknowledgement keeps its
+//! id, so JetStream stores it once within the stream's duplicate window (2 minutes by default).
+//! - Behind a disk buffer (the default): `<buffer>-<position>-<appended>-<n>`, the
+//!   [`crate::buffer::EntryId`] of the record's log entry (the folder's id, 16 hex digits from
+//!   its `instance` file; the entry's position and its append time in Unix ms, both in
+//!   hexadecimal) and the record's number in the entry (decimal). A record the buffer
+//!   delivers again after a restart (`kill -9`, a crash, a shutdown whose grace ran out) has
+//!   the same id, so it too is stored once when the restart comes within the window.
+//! - Without one (`buffer = false`): `<instance>-<seq>`, `instance` 16 hex digits drawn at
+//!   random when the output starts, `seq` the records the output took (there is no replay).
 //!
 //! **Delivery.** `write` publishes with up to `max_inflight` acknowledgements outstanding and
 //! `flush` returns `Ok` only once every record taken so far has its JetStream `PubAck` (stored,
@@ -46,6 +52,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Output;
+use crate::buffer::EntryId;
 use crate::config::{ConfigError, OutputConfig, OutputType};
 use crate::metrics::{Metrics, OutputMetrics};
 use crate::route::Batch;
@@ -494,11 +501,25 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
     Ok(())
 }
 
+/// What a record's `Nats-Msg-Id` is made of (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Id {
+    /// No disk buffer: `<instance>-<seq>`.
+    Seq(u64),
+    /// Record `n` of the disk-buffer entry at `position`, appended at `appended`:
+    /// `<buffer>-<position>-<appended>-<n>`.
+    Entry {
+        position: u64,
+        appended: u64,
+        n: u32,
+    },
+}
+
 /// A record taken and not yet acknowledged.
 #[derive(Debug)]
 struct Msg {
-    /// Its `seq` in `Nats-Msg-Id`.
-    seq: u64,
+    /// Its `Nats-Msg-Id`.
+    id: Id,
     subject: Subject,
     payload: Bytes,
     /// Times published (more than once: resent).
@@ -537,8 +558,14 @@ pub struct NatsOutput {
     queue: VecDeque<Msg>,
     /// Published, oldest first.
     inflight: VecDeque<InFlight>,
+    /// Random, for ids without a disk buffer.
     instance: String,
     next_seq: u64,
+    /// The disk buffer's folder id (from the first entry it handed over).
+    buffer: String,
+    /// While the records of a buffer entry are taken: its position, append time, and the
+    /// number of the next record in it.
+    entry: Option<(u64, u64, u32)>,
     subject_buf: String,
     metrics: Arc<Metrics>,
     index: usize,
@@ -604,15 +631,34 @@ impl NatsOutput {
             inflight: VecDeque::new(),
             instance: format!("{:016x}", h.finish()),
             next_seq: 0,
+            buffer: String::new(),
+            entry: None,
             subject_buf: String::new(),
             metrics,
             index,
         })
     }
 
-    /// The `Nats-Msg-Id` prefix of this output's records (`<instance>-<seq>`).
+    /// The first part of this output's `Nats-Msg-Id`s: its disk buffer's folder id once the
+    /// buffer handed it records, else the random instance of `<instance>-<seq>`.
     pub fn instance(&self) -> &str {
-        &self.instance
+        if self.buffer.is_empty() {
+            &self.instance
+        } else {
+            &self.buffer
+        }
+    }
+
+    /// The `Nats-Msg-Id` of `id`.
+    fn msg_id(&self, id: Id) -> String {
+        match id {
+            Id::Seq(seq) => format!("{}-{seq}", self.instance),
+            Id::Entry {
+                position,
+                appended,
+                n,
+            } => format!("{}-{position:x}-{appended:x}-{n}", self.buffer),
+        }
     }
 
     fn m(&self) -> Option<&OutputMetrics> {
@@ -633,13 +679,26 @@ impl NatsOutput {
                 self.subject_buf.clear();
                 self.template.render(&line, &mut self.subject_buf);
                 let subject = Subject::from(self.subject_buf.as_str());
+                let id = match &mut self.entry {
+                    Some((position, appended, n)) => {
+                        *n += 1;
+                        Id::Entry {
+                            position: *position,
+                            appended: *appended,
+                            n: *n - 1,
+                        }
+                    }
+                    None => {
+                        self.next_seq += 1;
+                        Id::Seq(self.next_seq - 1)
+                    }
+                };
                 self.queue.push_back(Msg {
-                    seq: self.next_seq,
+                    id,
                     subject,
                     payload: line,
                     sends: 0,
                 });
-                self.next_seq += 1;
             }
             start = end + 1;
         }
@@ -818,7 +877,7 @@ impl NatsOutput {
                 };
                 let publish = PublishMessage::build()
                     .payload(msg.payload.clone())
-                    .message_id(format!("{}-{}", self.instance, msg.seq));
+                    .message_id(self.msg_id(msg.id));
                 match js.send_publish(msg.subject.clone(), publish).await {
                     Ok(ack) => {
                         msg.sends += 1;
@@ -912,6 +971,23 @@ impl Output for NatsOutput {
                 super::retry_flush(self, m, e).await;
             }
         }
+    }
+
+    /// Takes the records of a disk-buffer entry, their ids made of `entry` (the same when the
+    /// buffer delivers them again after a restart).
+    async fn write_entry(
+        &mut self,
+        batch: &Arc<Batch>,
+        bit: u64,
+        m: &OutputMetrics,
+        entry: EntryId<'_>,
+    ) {
+        if self.buffer != entry.buffer {
+            self.buffer = entry.buffer.to_string();
+        }
+        self.entry = Some((entry.position, entry.appended, 0));
+        self.write_batch(batch, bit, m).await;
+        self.entry = None;
     }
 
     fn unconfirmed(&self) -> bool {
@@ -1083,6 +1159,40 @@ mod tests {
     }
 
     const BASE: &str = "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"bus\"\n";
+
+    #[test]
+    fn ids_name_the_buffer_entry_or_the_instance() {
+        let cfg = Config::from_toml(&format!(
+            "{BASE}type = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nstream = \"S\"\nsubject = \"x\"\n"
+        ))
+        .unwrap();
+        let metrics = Arc::new(Metrics::new(&[], &["bus".to_string()]));
+        let mut o = NatsOutput::new(&cfg.output[0], 0, metrics).unwrap();
+        let two = Bytes::from_static(b"{\"a\":1}\n{\"a\":2}\n");
+        // Without a buffer: the random instance and a count.
+        o.take(&two);
+        let inst = o.instance().to_string();
+        assert_eq!(inst.len(), 16);
+        // From a buffer entry: the folder's id, position and append time (hex), the record's
+        // number in the entry.
+        o.buffer = "00000000000000ab".into();
+        o.entry = Some((0x1234, 0x18e2a0b3c4d, 0));
+        o.take(&two);
+        o.entry = Some((0x1300, 0x18e2a0b3c4e, 0));
+        o.take(&Bytes::from_static(b"{}\n"));
+        let ids: Vec<String> = o.queue.iter().map(|m| o.msg_id(m.id)).collect();
+        assert_eq!(
+            ids,
+            [
+                format!("{inst}-0"),
+                format!("{inst}-1"),
+                "00000000000000ab-1234-18e2a0b3c4d-0".to_string(),
+                "00000000000000ab-1234-18e2a0b3c4d-1".to_string(),
+                "00000000000000ab-1300-18e2a0b3c4e-0".to_string(),
+            ]
+        );
+        assert_eq!(o.instance(), "00000000000000ab");
+    }
 
     fn error(output: &str) -> String {
         match Config::from_toml(&format!("{BASE}{output}")) {

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: start a server on an ephemeral loopback port with
-//! a file output in a temporary folder, send bytes, stop it, read and check the records.
+//! a file output in a temporary folder, send bytes, stop it, read and check the records; the
+//! real binary killed and restarted ([`sink`]).
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod sink;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
