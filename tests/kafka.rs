@@ -8,13 +8,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::sink::{self, free_port};
 use common::{check_pks_records, octet_frame_ends, seq_of, PKS_OCTET};
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
@@ -48,12 +49,6 @@ fn tansu() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// A free loopback port (bound, then released for the broker).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// A tansu broker on 127.0.0.1:`port`, in-memory storage (its data is gone when it stops).
@@ -579,4 +574,57 @@ async fn missing_topic_is_an_error_until_it_exists_then_nothing_is_lost() {
     let used: BTreeSet<i32> = msgs.iter().map(|m| m.partition).collect();
     assert_eq!(used.len(), 2, "the test's 2 partitions, not the output's 3");
     sink.stop().await;
+}
+
+/// syslog-sink itself killed with `kill -9` while its disk buffer holds records the broker
+/// never got, then restarted: every record is in the topic exactly once. The broker (in-memory
+/// storage) is killed after the first half is acknowledged and read back, so the second half
+/// can only come from the buffer after the restart, into a broker started anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_delivers_the_buffer() {
+    let data = sample();
+    let half = octet_frame_ends(&data)[N / 2 - 1];
+    let mut broker = Broker::new(free_port());
+    broker.start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bin = sink::Sink::new(
+        dir.path(),
+        &format!(
+            "[[output]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = [\"{}\"]\n\
+             topic = \"{TOPIC}\"\nflush_interval_ms = 50\nrequest_timeout_ms = 1000\n",
+            broker.addr()
+        ),
+    );
+    let buffer = bin.buffer_dir("kafka");
+    bin.start();
+    common::send(bin.addr(), &data[..half], || 64 * 1024).await;
+    let first = wait_for(&broker.addr(), N / 2, 20).await;
+    assert_eq!(first.len(), N / 2);
+    sink::wait_checkpointed(&buffer, false, Duration::from_secs(15)).await;
+
+    broker.kill();
+    common::send(bin.addr(), &data[half..], || 64 * 1024).await;
+    let second_half: BTreeSet<usize> = (N / 2 + 1..=N).collect();
+    sink::wait_buffered(&buffer, false, &second_half).await;
+    bin.signal("-KILL").expect("was running");
+    let at_kill = sink::buffered_seqs(&buffer, false);
+    assert_eq!(
+        at_kill, second_half,
+        "the buffer holds exactly the second half"
+    );
+
+    broker.start().await;
+    bin.start();
+    let second = wait_for(&broker.addr(), N / 2, 30).await;
+    sink::wait_checkpointed(&buffer, false, Duration::from_secs(15)).await;
+    bin.stop();
+    let mut all = records(&first);
+    all.extend(records(&second));
+    // Exactly the sample, each record once, as syslog-sink made it.
+    check_pks_records(&all);
+    let log = bin.log(2);
+    assert!(
+        log.contains("delivering the records left from the last run"),
+        "{log}"
+    );
 }
