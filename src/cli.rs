@@ -168,6 +168,7 @@ fn run_serve(path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&config.server.log_level, config.server.log_format);
+    ignore_sigxfsz();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -186,6 +187,17 @@ fn run_serve(path: PathBuf) -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes a write past the file-size limit (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) fail with
+/// `EFBIG` instead of killing the process with `SIGXFSZ`: the file output and the disk buffer
+/// then hold their records and retry, as on a full disk.
+fn ignore_sigxfsz() {
+    // SAFETY: SIG_IGN installs no handler (no code runs on the signal); called before the
+    // runtime's threads exist.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -539,3 +539,81 @@ async fn damaged_segments_are_reported_and_skipped_keeping_what_is_before() {
         lost.len()
     );
 }
+
+/// The disk fills up under the buffer: the binary runs with a file-size limit (`RLIMIT_FSIZE`
+/// 256 KiB, soft) that its first segment file soon reaches, so appends fail (`EFBIG`, the same
+/// path as `ENOSPC`; SIGXFSZ is ignored by the server, not fatal). The writer logs the
+/// failure, cuts the partial entry and retries while the queue and the listener hold the rest;
+/// nothing new reaches the receiver. Once the limit is lifted (`prlimit --pid`) every message
+/// arrives exactly once and nothing in the buffer is damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_holds_the_records_and_loses_nothing_when_space_returns() {
+    let n = 12_000;
+    let limit: usize = 256 << 10;
+    let port = free_port();
+    let mut rx = Receiver::new(port);
+    rx.start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bin = Sink::new(dir.path(), &fwd(port, "passthrough = true\n"));
+    let buffer = bin.buffer_dir("fwd");
+    bin.start_under(&["prlimit", &format!("--fsize={limit}:unlimited"), "--"]);
+    let data = stream(1..=n);
+    assert!(data.len() > 4 * limit, "{} bytes", data.len());
+    let progress = Arc::new(AtomicU64::new(0));
+    let sender = tokio::spawn(send_slowly(
+        bin.addr(),
+        data,
+        64 << 10,
+        Duration::ZERO,
+        progress,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !bin.log(1).contains("disk buffer: write failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no write failure: {}",
+            bin.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While appends fail, nothing new goes out: what arrived is what was appended before.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rx.counts().len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let still = rx.counts().len();
+    assert_eq!(
+        before, still,
+        "records went out while the buffer could not append"
+    );
+    assert!(still < n, "all {n} arrived although the buffer was full");
+    let segments: u64 = std::fs::read_dir(&buffer)
+        .expect("buffer folder")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(
+        segments <= limit as u64,
+        "{segments} bytes in segments past the {limit}-byte limit (partial entry not cut)"
+    );
+    let lifted = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &bin.pid().to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(lifted.success(), "prlimit --pid failed");
+    tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender done within 30 s")
+        .expect("sender");
+    rx.wait_for(&all(1..=n), Duration::from_secs(30)).await;
+    sink::wait_checkpointed(&buffer, true, Duration::from_secs(15)).await;
+    bin.stop();
+    assert_exactly_once(&rx, &all(1..=n));
+    let log = bin.log(1);
+    assert!(!log.contains("damaged entry"), "{log}");
+    eprintln!("disk full: {still} of {n} arrived while appends failed; all {n} after");
+}

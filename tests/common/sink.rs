@@ -65,10 +65,24 @@ impl Sink {
 
     /// Starts it and waits (at most 10 s) until it listens.
     pub fn start(&mut self) {
+        self.start_under(&[]);
+    }
+
+    /// [`Sink::start`] through `wrapper` (a command that runs the rest of its arguments, e.g.
+    /// `prlimit --fsize=...`).
+    pub fn start_under(&mut self, wrapper: &[&str]) {
         self.runs += 1;
         let log = std::fs::File::create(self.dir.join(format!("sink.{}.log", self.runs)))
             .expect("log file");
-        let child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(self.dir.join("sink.toml"))
             .stdin(Stdio::null())
@@ -106,6 +120,11 @@ impl Sink {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGTERM, and asserts a clean exit (status 0) within 15 s.
