@@ -1148,6 +1148,58 @@ mod tests {
         }
     }
 
+    /// The config shape the outputs were specified with (issue #6) is accepted as written, with
+    /// the disk buffer where it says and on by default for the other network outputs.
+    #[test]
+    fn the_documented_output_shape_parses() {
+        let c = Config::from_toml(
+            r#"
+[[listen]]
+address = "127.0.0.1:1514"
+
+[[output]]
+name = "siem"
+type = "syslog"                 # syslog | http | nats | file | stdout
+address = "127.0.0.1:7514"
+framing = "octet"               # octet | lf
+passthrough = false
+[output.buffer]                 # disk buffer; omit for memory only
+path = "/var/lib/syslog-sink/siem"
+max_bytes = 1073741824
+
+[[output]]
+name = "alerts"
+type = "http"
+url = "https://hooks.example/alerts"
+encoding = "json"               # json | splunk_hec | elasticsearch_bulk
+filter = { category = ["err_image_pull", "back_off"] }
+
+[[output]]
+name = "bus"
+type = "nats"
+url = "nats://127.0.0.1:4222"
+stream = "K8S_EVENTS"
+subject = "k8s.events.{category}.{namespace}"
+"#,
+        )
+        .unwrap();
+        let data = Path::new("data");
+        let b: Vec<_> = c
+            .output
+            .iter()
+            .map(|o| o.buffer_config(data).and_then(|b| b.path))
+            .collect();
+        assert_eq!(
+            b,
+            [
+                Some(PathBuf::from("/var/lib/syslog-sink/siem")),
+                Some(PathBuf::from("data/alerts")),
+                Some(PathBuf::from("data/bus")),
+            ]
+        );
+        assert_eq!(c.output[1].encoding, Some(HttpEncoding::Json));
+    }
+
     /// A key of another output type is refused with the types that take it, from the one table.
     #[test]
     fn keys_of_other_types_name_the_types_that_take_them() {
