@@ -13,6 +13,10 @@
 //! alternating; three rounds; prints each, the medians and buffered/unbuffered. Broker, server
 //! and sender share the machine's cores. Every wait is bounded (120 s per round).
 
+#[path = "support/frames.rs"]
+mod frames;
+use frames::repeat_frames;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -132,28 +136,4 @@ async fn run_round(port: u16, round: usize, buffered: bool, corpus: &[u8], n: us
     token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
     (secs, n as f64 / secs)
-}
-
-/// The first `n` frames of the octet-counted `sample`, repeated as needed.
-fn repeat_frames(sample: &[u8], n: usize) -> Vec<u8> {
-    let mut frames = Vec::new();
-    let mut pos = 0;
-    while pos < sample.len() {
-        let sp = pos
-            + sample[pos..]
-                .iter()
-                .position(|&b| b == b' ')
-                .expect("MSG-LEN");
-        let len: usize = std::str::from_utf8(&sample[pos..sp])
-            .expect("digits")
-            .parse()
-            .expect("MSG-LEN");
-        frames.push(&sample[pos..sp + 1 + len]);
-        pos = sp + 1 + len;
-    }
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.extend_from_slice(frames[i % frames.len()]);
-    }
-    out
 }

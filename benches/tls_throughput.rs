@@ -11,6 +11,10 @@
 //! TLS/plain ratio. The client runs in the same process and shares the machine's cores with
 //! the server, as a local sender would. Every wait is bounded (120 s per round).
 
+#[path = "support/frames.rs"]
+mod frames;
+use frames::repeat_frames;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -88,30 +92,6 @@ fn main() {
         "median plain {plain:.0} msgs/s, TLS {tls:.0} msgs/s, TLS/plain = {:.2}",
         tls / plain
     );
-}
-
-/// The sample's octet-counted frames, repeated until `n` frames.
-fn repeat_frames(sample: &[u8], n: usize) -> Vec<u8> {
-    let mut frames = Vec::new();
-    let mut pos = 0;
-    while pos < sample.len() {
-        let sp = pos
-            + sample[pos..]
-                .iter()
-                .position(|&b| b == b' ')
-                .expect("MSG-LEN");
-        let len: usize = std::str::from_utf8(&sample[pos..sp])
-            .expect("digits")
-            .parse()
-            .expect("MSG-LEN");
-        frames.push(&sample[pos..sp + 1 + len]);
-        pos = sp + 1 + len;
-    }
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.extend_from_slice(frames[i % frames.len()]);
-    }
-    out
 }
 
 /// A CA and a server certificate for localhost, written to `dir`; returns the CA's PEM and

@@ -49,10 +49,8 @@
 //! every entry). Records confirmed but not yet in the checkpoint when the process dies are
 //! delivered again after the restart (duplicates, never loss).
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -659,15 +657,7 @@ fn instance_id(dir: &Path) -> io::Result<String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.write(dir.as_os_str().as_encoded_bytes());
-    let id = format!("{:016x}", h.finish());
+    let id = crate::output::random_id(dir.as_os_str().as_encoded_bytes());
     let tmp = dir.join(INSTANCE_TMP);
     fs::write(&tmp, format!("{id}\n"))?;
     fs::rename(&tmp, dir.join(INSTANCE))?;

@@ -176,18 +176,7 @@ fn all(range: std::ops::RangeInclusive<usize>) -> BTreeSet<usize> {
 
 /// Asserts each seq of `want` arrived exactly once and nothing else arrived.
 fn assert_exactly_once(rx: &Receiver, want: &BTreeSet<usize>) {
-    let counts = rx.counts();
-    let missing: Vec<_> = want.iter().filter(|s| !counts.contains_key(s)).collect();
-    assert!(
-        missing.is_empty(),
-        "lost {} (first {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    let extra: Vec<_> = counts.keys().filter(|s| !want.contains(s)).collect();
-    assert!(extra.is_empty(), "unexpected seqs {extra:?}");
-    let dups: Vec<_> = counts.iter().filter(|(_, &c)| c > 1).collect();
-    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    sink::check_arrivals(&rx.counts(), want, &BTreeSet::new());
 }
 
 /// Receiver down at start, a 64 KiB buffer: the buffer fills to its bound, the server stops

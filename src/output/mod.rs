@@ -281,6 +281,22 @@ pub(crate) async fn retry_flush<O: Output>(out: &mut O, m: &OutputMetrics, first
     }
 }
 
+/// 16 lowercase hex digits that differ from call to call and process to process (the time in
+/// nanoseconds, the process id and `salt`, hashed with std's randomly keyed SipHash): the
+/// `nats` output's instance id and the disk buffer folder's id.
+pub(crate) fn random_id(salt: &[u8]) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.write(salt);
+    format!("{:016x}", h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

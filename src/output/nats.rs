@@ -34,10 +34,8 @@
 //! output's section: `ca`, `cert`, `key`) makes TLS required with a private CA.
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::future::IntoFuture;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -605,14 +603,6 @@ impl NatsOutput {
         check_stream_name(&stream).map_err(|e| ConfigError(format!("stream: {e}")))?;
         let template = SubjectTemplate::parse(cfg.subject.as_deref().unwrap_or(""))
             .map_err(|e| ConfigError(format!("subject: {e}")))?;
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        h.write_usize(index);
         Ok(NatsOutput {
             url,
             servers,
@@ -629,7 +619,7 @@ impl NatsOutput {
             cover_logged: false,
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
-            instance: format!("{:016x}", h.finish()),
+            instance: super::random_id(&index.to_le_bytes()),
             next_seq: 0,
             buffer: String::new(),
             entry: None,
