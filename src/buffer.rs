@@ -1,7 +1,7 @@
 //! Disk buffer: a per-output segmented write-ahead log with at-least-once delivery.
 //!
 //! An output with a buffer (`[output.buffer]`, on by default for network outputs) runs as
-//! three parts joined by a [`Shared`] state:
+//! three parts joined by a shared state (`Shared`):
 //!
 //! - the **writer** (an OS thread, blocking file I/O) takes the batches from the output's router
 //!   queue, appends what the output wants of each to the log as one *entry*, and hands the

@@ -2,7 +2,7 @@
 //!
 //! [`Server::start`] binds every `[[listen]]` socket and starts every output. Each
 //! [`Listener`] accepts connections under a connection limit (a semaphore) and gives each one
-//! three tasks: the *reader* ([`Handler`]) reads into one `BytesMut` and cuts it into frames
+//! three tasks: the *reader* (`Handler`) reads into one `BytesMut` and cuts it into frames
 //! (zero-copy `Bytes`), and two *processors* take its reads in turn, each parsing, classifying
 //! and encoding a whole read's frames into one batch and handing it to the [`Router`] when the
 //! batch of the read before has gone (a ring of turns keeps the connection's records in order).

@@ -8,7 +8,7 @@
 //! idle a record waits no longer than one request.
 //!
 //! **Encodings** (the record's JSON line is spliced in as it is, never parsed again; the few
-//! fields an envelope needs are taken from the line by a targeted scan, see [`Fields`]):
+//! fields an envelope needs are taken from the line by a targeted scan, see `Fields`):
 //! - `json`: one JSON array of records, `Content-Type: application/json`.
 //! - `splunk_hec`: one HEC envelope per record, concatenated (newline-separated), as the
 //!   `/services/collector/event` endpoint takes them: `{"time":<epoch seconds with
