@@ -565,15 +565,22 @@ async fn disk_full_holds_the_records_and_loses_nothing_when_space_returns() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // While appends fail, nothing new goes out: what arrived is what was appended before.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rx.counts().len();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let still = rx.counts().len();
-    assert_eq!(
-        before, still,
-        "records went out while the buffer could not append"
-    );
+    // While appends fail, nothing new goes out: arrivals stop at what was appended before
+    // (waiting until two looks 500 ms apart agree, at most 10 s, for a loaded machine).
+    let mut still = rx.counts().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rx.counts().len();
+        if now == still {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "arrivals did not stop while appends failed ({now} of {n})"
+        );
+        still = now;
+    }
     assert!(still < n, "all {n} arrived although the buffer was full");
     let segments: u64 = std::fs::read_dir(&buffer)
         .expect("buffer folder")
