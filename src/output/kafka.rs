@@ -39,7 +39,7 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{retry_flush, Output};
+use super::{bounded, retry_flush, Output};
 use crate::config::{
     ConfigError, KafkaPartitioning, OutputConfig, OutputType, DEFAULT_KAFKA_BATCH_MAX_BYTES,
     DEFAULT_KAFKA_BATCH_MAX_RECORDS, DEFAULT_KAFKA_REQUEST_TIMEOUT_MS,
@@ -574,19 +574,6 @@ async fn produce_in_order(
         }
     }
     out
-}
-
-/// `fut` within `t`, its error or the timeout as text naming `what`.
-async fn bounded<T>(
-    t: Duration,
-    what: &str,
-    fut: impl std::future::Future<Output = Result<T, KafkaError>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(t, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} ms", t.as_millis())),
-    }
 }
 
 impl Output for KafkaOutput {

@@ -281,6 +281,21 @@ pub(crate) async fn retry_flush<O: Output>(out: &mut O, m: &OutputMetrics, first
     }
 }
 
+/// `fut` within `t`: its value, or its error or the timeout as text naming `what` (`"{what}:
+/// {error}"`, `"{what}: no answer within {t} ms"`). For outputs whose client calls have no
+/// deadline of their own.
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
+    t: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {} ms", t.as_millis())),
+    }
+}
+
 /// 16 lowercase hex digits that differ from call to call and process to process (the time in
 /// nanoseconds, the process id and `salt`, hashed with std's randomly keyed SipHash): the
 /// `nats` output's instance id and the disk buffer folder's id.

@@ -747,21 +747,10 @@ impl NatsOutput {
                     }
                 });
             let connect = options.connect(self.servers.clone());
-            let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(io::Error::other(format!(
-                        "cannot connect to {}: {e}",
-                        self.url
-                    )))
-                }
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no connection to {} within {CONNECT_TIMEOUT:?}", self.url),
-                    ))
-                }
-            };
+            let what = format!("cannot connect to {}", self.url);
+            let client = super::bounded(CONNECT_TIMEOUT, &what, connect)
+                .await
+                .map_err(io::Error::other)?;
             tracing::info!(output = %self.name(), url = %self.url, "nats output connected");
             let js = jetstream::ContextBuilder::new()
                 .timeout(self.ack_timeout)
@@ -789,24 +778,13 @@ impl NatsOutput {
             subjects: vec![self.template.stream_subject()],
             ..Default::default()
         };
-        let s = match tokio::time::timeout(self.ack_timeout, js.get_or_create_stream(cfg)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(io::Error::other(format!(
-                    "JetStream stream {:?} cannot be found or created: {e}",
-                    self.stream
-                )))
-            }
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "JetStream did not answer about stream {:?} within {:?}",
-                        self.stream, self.ack_timeout
-                    ),
-                ))
-            }
-        };
+        let what = format!(
+            "JetStream stream {:?} cannot be found or created",
+            self.stream
+        );
+        let s = super::bounded(self.ack_timeout, &what, js.get_or_create_stream(cfg))
+            .await
+            .map_err(io::Error::other)?;
         let subjects = &s.cached_info().config.subjects;
         if !subjects.iter().any(|f| self.template.covered_by(f)) {
             let e = format!(
