@@ -355,6 +355,8 @@ pub struct OutputConfig {
     /// `syslog`: `[output.tls]`, forward over TLS (RFC 5425); plain TCP when absent.
     /// `http`: the CA (and client certificate) for an `https` URL; public roots when absent.
     /// `nats`: the CA (and client certificate) for `tls://` servers.
+    /// `kafka`: connect to every broker over TLS, verified with this CA (Kafka's `SSL` and
+    /// `SASL_SSL`); plaintext when absent.
     pub tls: Option<ForwardTlsConfig>,
     /// `syslog`, `http`: give up one connection attempt after this many milliseconds (default
     /// 5000).
@@ -433,6 +435,11 @@ pub struct OutputConfig {
     pub topic_partitions: Option<u32>,
     /// `kafka`: replication factor of a topic the output creates (default 1).
     pub replication_factor: Option<u16>,
+    /// `kafka`: `[output.sasl]`, authenticate to the brokers with SASL (PLAIN or SCRAM).
+    pub sasl: Option<KafkaSaslConfig>,
+    /// `kafka`: compression of each produce request's record batch: `none` (the default),
+    /// `gzip`, `snappy`, `lz4` or `zstd`.
+    pub compression: Option<KafkaCompression>,
     /// Flush buffered records at least this often (milliseconds).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -560,6 +567,61 @@ pub struct ForwardTlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM file: the client certificate's private key; needs `cert`.
     pub key: Option<PathBuf>,
+}
+
+/// `[output.sasl]` of a `kafka` output: SASL authentication on every broker connection (Kafka's
+/// `SASL_PLAINTEXT`, or `SASL_SSL` with `[output.tls]`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslConfig {
+    /// `plain`, `scram-sha-256` or `scram-sha-512`.
+    pub mechanism: KafkaSaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password (keep the config file readable by the service user only).
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSaslConfig {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSaslConfig")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// A SASL mechanism of a `kafka` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KafkaSaslMechanism {
+    /// `PLAIN` (RFC 4616): the password goes to the broker as it is; use it with TLS.
+    #[serde(rename = "plain")]
+    Plain,
+    /// `SCRAM-SHA-256` (RFC 7677): the password never leaves this process.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+}
+
+/// Compression of a `kafka` output's record batches (the codecs Kafka defines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// gzip (smallest of the four on JSON, most CPU).
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (fast).
+    Lz4,
+    /// Zstandard (near gzip's size, near LZ4's speed).
+    Zstd,
 }
 
 /// How a `kafka` output picks the partition of a record.
@@ -713,12 +775,6 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
         }
     }
     if let Some(t) = &o.tls {
-        if t.cert.is_some() != t.key.is_some() {
-            return err(
-                "tls",
-                "cert and key go together (a client certificate needs its key)".into(),
-            );
-        }
         crate::output::syslog::client_config(t)
             .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
     }
@@ -730,14 +786,14 @@ impl OutputConfig {
     /// it, and the types that take it. The one table behind every "does not apply" error; the
     /// keys every type takes (name, type, flush_interval_ms, queue_batches, filter, buffer)
     /// are not in it.
-    fn typed_keys(&self) -> [(&'static str, bool, &'static [OutputType]); 34] {
+    fn typed_keys(&self) -> [(&'static str, bool, &'static [OutputType]); 36] {
         use OutputType::{File, Http, Kafka, Nats, Syslog};
         [
             ("path", self.path.is_some(), &[File]),
             ("address", self.address.is_some(), &[Syslog]),
             ("framing", self.framing.is_some(), &[Syslog]),
             ("passthrough", self.passthrough.is_some(), &[Syslog]),
-            ("tls", self.tls.is_some(), &[Syslog, Http, Nats]),
+            ("tls", self.tls.is_some(), &[Syslog, Http, Nats, Kafka]),
             (
                 "connect_timeout_ms",
                 self.connect_timeout_ms.is_some(),
@@ -803,6 +859,8 @@ impl OutputConfig {
                 self.replication_factor.is_some(),
                 &[Kafka],
             ),
+            ("sasl", self.sasl.is_some(), &[Kafka]),
+            ("compression", self.compression.is_some(), &[Kafka]),
         ]
     }
 }
@@ -1207,7 +1265,7 @@ subject = "k8s.events.{category}.{namespace}"
         for (text, want) in [
             (
                 format!("type = \"file\"\npath = \"x\"\n{tls}"),
-                "output[0] \"fwd\".tls: does not apply to type \"file\" (only to \"syslog\", \"http\" and \"nats\")",
+                "output[0] \"fwd\".tls: does not apply to type \"file\" (only to \"syslog\", \"http\", \"nats\" and \"kafka\")",
             ),
             (
                 "type = \"syslog\"\naddress = \"h:1\"\nurl = \"http://h/\"\n".into(),
@@ -1300,6 +1358,17 @@ subject = "k8s.events.{category}.{namespace}"
             ok.output[0].partitioning, None,
             "defaults to key in the output"
         );
+        let sasl = Config::from_toml(&format!(
+            "{BASE}type = \"kafka\"\nbrokers = [\"k1:9092\"]\ntopic = \"t\"\n\
+             [output.sasl]\nmechanism = \"scram-sha-512\"\nusername = \"sink\"\npassword = \"pw-42\"\n"
+        ))
+        .unwrap();
+        let s = sasl.output[0].sasl.as_ref().expect("sasl");
+        assert_eq!(s.mechanism, KafkaSaslMechanism::ScramSha512);
+        assert!(
+            !format!("{s:?}").contains("pw-42"),
+            "Debug hides the password"
+        );
         let k = "type = \"kafka\"\nbrokers = [\"k:9092\"]\n";
         for (text, needles) in [
             (
@@ -1358,6 +1427,38 @@ subject = "k8s.events.{category}.{namespace}"
             (
                 format!("{k}topic = \"t\"\naddress = \"h:1\"\n"),
                 &["address", "does not apply"],
+            ),
+            (
+                format!("{k}topic = \"t\"\ncompression = \"brotli\"\n"),
+                &["brotli", "zstd"],
+            ),
+            (
+                "type = \"http\"\nurl = \"http://h/\"\ncompression = \"gzip\"\n".into(),
+                &["compression", "does not apply", "only to \"kafka\""],
+            ),
+            (
+                format!("{k}topic = \"t\"\n[output.tls]\nca = \"c.pem\"\nserver_name = \"k\"\n"),
+                &["tls.server_name", "does not apply to type \"kafka\""],
+            ),
+            (
+                format!("{k}topic = \"t\"\n[output.tls]\nca = \"/nonexistent/ca.pem\"\n"),
+                &["tls.ca", "/nonexistent/ca.pem"],
+            ),
+            (
+                format!("{k}topic = \"t\"\n[output.sasl]\nmechanism = \"gssapi\"\nusername = \"u\"\npassword = \"p\"\n"),
+                &["gssapi", "plain", "scram-sha-512"],
+            ),
+            (
+                format!("{k}topic = \"t\"\n[output.sasl]\nmechanism = \"plain\"\nusername = \"\"\npassword = \"p\"\n"),
+                &["sasl.username", "empty"],
+            ),
+            (
+                format!("{k}topic = \"t\"\n[output.sasl]\nmechanism = \"plain\"\nusername = \"u\"\n"),
+                &["password"],
+            ),
+            (
+                "type = \"http\"\nurl = \"http://h/\"\n[output.sasl]\nmechanism = \"plain\"\nusername = \"u\"\npassword = \"p\"\n".into(),
+                &["sasl", "does not apply to type \"http\"", "only to \"kafka\""],
             ),
         ] {
             let e = error(&text);

@@ -1,6 +1,7 @@
 //! The `kafka` output against a real Kafka-protocol broker: tansu (crates.io, Apache-2.0),
 //! installed by `.ci/run` under `target/interop/tansu` (or wherever `SYSLOG_SINK_TANSU` points),
-//! started by each test on a free loopback port with the in-memory storage engine. The PKS
+//! started by each test on a free loopback port with the in-memory storage engine (a SQLite
+//! file where the broker must keep its users across a restart). The PKS
 //! sample goes into syslog-sink and out through the `kafka` output; the tests read the topic
 //! back with rskafka and check the records by the `seq=` token at the end of every message.
 //! Every wait is bounded. A missing broker binary fails the tests (it is not a skip).
@@ -11,17 +12,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::sink::{self, free_port};
 use common::{check_pks_records, octet_frame_ends, seq_of, PKS_OCTET};
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-use rskafka::client::ClientBuilder;
+use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use serde_json::Value;
-use syslog_sink::config::Config;
+use syslog_sink::config::{Config, ForwardTlsConfig};
 use syslog_sink::metrics::{Metrics, OutputMetrics};
+use syslog_sink::output::syslog::client_config;
 use syslog_sink::server::{Server, Stopped};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +46,8 @@ fn tansu() -> PathBuf {
     assert!(
         p.is_file(),
         "the Kafka broker for these tests is missing: {} does not exist. Install it with \
-         `cargo install tansu --locked --features dynostore --root target/interop/tansu` \
+         `cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root \
+         target/interop/tansu` \
          (.ci/run does), or point SYSLOG_SINK_TANSU at a tansu binary",
         p.display()
     );
@@ -55,6 +58,16 @@ fn tansu() -> PathBuf {
 struct Broker {
     bin: PathBuf,
     port: u16,
+    /// More command-line arguments (`--authentication`).
+    args: Vec<String>,
+    /// `--storage-engine`: `memory://tansu/` unless a test sets a SQLite file (relative to
+    /// `log`, the broker's folder).
+    storage: String,
+    /// The address it names in its metadata when not its own (a TLS proxy in front of it).
+    advertised: Option<String>,
+    /// What a client needs to reach it (TLS, SASL).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<SaslConfig>,
     child: Option<Child>,
     log: tempfile::TempDir,
     starts: usize,
@@ -65,14 +78,34 @@ impl Broker {
         Broker {
             bin: tansu(),
             port,
+            args: Vec::new(),
+            storage: "memory://tansu/".into(),
+            advertised: None,
+            tls: None,
+            sasl: None,
             child: None,
             log: tempfile::tempdir().expect("tempdir"),
             starts: 0,
         }
     }
 
+    /// The address clients use: the advertised one.
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.advertised
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.port))
+    }
+
+    /// A client of this broker, with the TLS and SASL it needs.
+    fn client(&self) -> ClientBuilder {
+        let mut b = ClientBuilder::new(vec![self.addr()]);
+        if let Some(t) = &self.tls {
+            b = b.tls_config(Arc::clone(t));
+        }
+        if let Some(s) = &self.sasl {
+            b = b.sasl_config(s.clone());
+        }
+        b
     }
 
     /// Starts it and waits (at most 20 s) until it answers a metadata request.
@@ -81,16 +114,20 @@ impl Broker {
         self.starts += 1;
         let log = std::fs::File::create(self.log.path().join(format!("tansu-{}.log", self.starts)))
             .expect("log file");
-        let url = format!("tcp://{}", self.addr());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.addr());
         let child = Command::new(&self.bin)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .args(["--storage-engine", &self.storage, "--silent"])
+            .args(&self.args)
+            // A SQLite store's path is taken relative to the working folder.
+            .current_dir(self.log.path())
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -102,11 +139,7 @@ impl Broker {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = tokio::time::timeout(
-                Duration::from_secs(2),
-                ClientBuilder::new(vec![self.addr()]).build(),
-            )
-            .await;
+            let ok = tokio::time::timeout(Duration::from_secs(2), self.client().build()).await;
             if matches!(ok, Ok(Ok(_))) {
                 return;
             }
@@ -124,6 +157,22 @@ impl Broker {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Creates a SCRAM-SHA-512 user through the running broker (`tansu user create`, which
+    /// speaks neither TLS nor SASL: the broker must run without `--authentication`).
+    fn create_user(&self, name: &str, password: &str) {
+        let out = Command::new(&self.bin)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", "scram512", name, password])
+            .output()
+            .expect("tansu user create");
+        assert!(
+            out.status.success(),
+            "tansu user create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// SIGKILL, and wait for it to be gone.
@@ -158,10 +207,11 @@ struct Msg {
     record: Value,
 }
 
-/// Every message of `topic` on the broker at `addr`, partition by partition, in offset order.
-async fn read_topic(addr: &str, topic: &str) -> Result<Vec<Msg>, String> {
+/// Every message of `topic` on `broker`, partition by partition, in offset order.
+async fn read_topic(broker: &Broker, topic: &str) -> Result<Vec<Msg>, String> {
     let e = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    let client = ClientBuilder::new(vec![addr.to_string()])
+    let client = broker
+        .client()
         .build()
         .await
         .map_err(|x| e("connect", &x))?;
@@ -213,16 +263,16 @@ async fn read_topic(addr: &str, topic: &str) -> Result<Vec<Msg>, String> {
 }
 
 /// Polls the topic until it holds at least `n` messages (at most `secs`), returns them.
-async fn wait_for(addr: &str, n: usize, secs: u64) -> Vec<Msg> {
+async fn wait_for(broker: &Broker, n: usize, secs: u64) -> Vec<Msg> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let last = match tokio::time::timeout(Duration::from_secs(5), read_topic(addr, TOPIC)).await
-        {
-            Ok(Ok(msgs)) if msgs.len() >= n => return msgs,
-            Ok(Ok(msgs)) => format!("{} messages", msgs.len()),
-            Ok(Err(e)) => e,
-            Err(_) => "read timed out".into(),
-        };
+        let last =
+            match tokio::time::timeout(Duration::from_secs(5), read_topic(broker, TOPIC)).await {
+                Ok(Ok(msgs)) if msgs.len() >= n => return msgs,
+                Ok(Ok(msgs)) => format!("{} messages", msgs.len()),
+                Ok(Err(e)) => e,
+                Err(_) => "read timed out".into(),
+            };
         assert!(
             tokio::time::Instant::now() < deadline,
             "topic did not reach {n} messages within {secs} s (last: {last})"
@@ -266,7 +316,7 @@ impl Sink {
             "[server]\nsummary_interval_secs = 0\nshutdown_grace_secs = 20\ndata_dir = {:?}\n\
              [[listen]]\naddress = \"127.0.0.1:0\"\n\
              [[output]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = [\"{broker}\"]\n\
-             topic = \"{TOPIC}\"\nflush_interval_ms = 50\n{extra}\n{timeout}",
+             topic = \"{TOPIC}\"\nflush_interval_ms = 50\n{timeout}{extra}\n",
             data.path().display().to_string()
         );
         let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
@@ -329,7 +379,7 @@ async fn pks_sample_is_delivered_exactly() {
         sink.out().records.load(Relaxed) == N as u64
     })
     .await;
-    let msgs = wait_for(&broker.addr(), N, 20).await;
+    let msgs = wait_for(&broker, N, 20).await;
     check_pks_records(&records(&msgs));
     assert_eq!(sink.out().errors.load(Relaxed), 0);
     assert!(
@@ -361,13 +411,12 @@ async fn broker_down_at_start_then_started_loses_nothing() {
         sink.out().records.load(Relaxed) == N as u64
     })
     .await;
-    check_pks_records(&records(&wait_for(&broker.addr(), N, 20).await));
+    check_pks_records(&records(&wait_for(&broker, N, 20).await));
     sink.stop().await;
 }
 
-/// The broker is SIGKILLed and restarted mid-stream. With tansu's in-memory storage (the only
-/// engine its `dynostore` build has that needs no outside service) the restarted broker has
-/// lost everything, so the test kills it at a point where the first half is acknowledged and
+/// The broker is SIGKILLed and restarted mid-stream. With tansu's in-memory storage the
+/// restarted broker has lost everything, so the test kills it at a point where the first half is acknowledged and
 /// read back, then sends the second half while it is down: the two reads together must be the
 /// sample exactly (nothing lost, nothing twice), with the topic created again on reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +432,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
         sink.out().records.load(Relaxed) == (N / 2) as u64
     })
     .await;
-    let first = wait_for(&broker.addr(), N / 2, 20).await;
+    let first = wait_for(&broker, N / 2, 20).await;
     assert_eq!(first.len(), N / 2);
 
     broker.kill();
@@ -398,7 +447,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
         sink.out().records.load(Relaxed) == N as u64
     })
     .await;
-    let second = wait_for(&broker.addr(), N / 2, 20).await;
+    let second = wait_for(&broker, N / 2, 20).await;
     let mut all = records(&first);
     all.extend(records(&second));
     check_pks_records(&all);
@@ -419,7 +468,7 @@ async fn key_keeps_a_namespace_in_one_partition_in_order() {
     )
     .await;
     join(sink.send(sample())).await;
-    let msgs = wait_for(&broker.addr(), N, 20).await;
+    let msgs = wait_for(&broker, N, 20).await;
     check_pks_records(&records(&msgs));
     // namespace -> (partitions it was found in, its seqs in offset order)
     let mut seen: BTreeMap<String, (BTreeSet<i32>, Vec<usize>)> = BTreeMap::new();
@@ -498,7 +547,7 @@ async fn broker_frozen_mid_stream_loses_nothing() {
         sink.out().records.load(Relaxed) == N as u64
     })
     .await;
-    let msgs = wait_for(&broker.addr(), N, 20).await;
+    let msgs = wait_for(&broker, N, 20).await;
     let mut once = Vec::new();
     let mut seen = BTreeSet::new();
     for m in &msgs {
@@ -548,16 +597,10 @@ async fn missing_topic_is_an_error_until_it_exists_then_nothing_is_lost() {
         "{failed:?}"
     );
     assert!(
-        read_topic(&broker.addr(), TOPIC)
-            .await
-            .expect("read")
-            .is_empty(),
+        read_topic(&broker, TOPIC).await.expect("read").is_empty(),
         "nothing produced while the topic is missing"
     );
-    let client = ClientBuilder::new(vec![broker.addr()])
-        .build()
-        .await
-        .expect("admin client");
+    let client = broker.client().build().await.expect("admin client");
     client
         .controller_client()
         .expect("controller")
@@ -569,7 +612,7 @@ async fn missing_topic_is_an_error_until_it_exists_then_nothing_is_lost() {
         sink.out().records.load(Relaxed) == N as u64
     })
     .await;
-    let msgs = wait_for(&broker.addr(), N, 20).await;
+    let msgs = wait_for(&broker, N, 20).await;
     check_pks_records(&records(&msgs));
     let used: BTreeSet<i32> = msgs.iter().map(|m| m.partition).collect();
     assert_eq!(used.len(), 2, "the test's 2 partitions, not the output's 3");
@@ -598,7 +641,7 @@ async fn kill_9_and_restart_delivers_the_buffer() {
     let buffer = bin.buffer_dir("kafka");
     bin.start();
     common::send(bin.addr(), &data[..half], || 64 * 1024).await;
-    let first = wait_for(&broker.addr(), N / 2, 20).await;
+    let first = wait_for(&broker, N / 2, 20).await;
     assert_eq!(first.len(), N / 2);
     sink::wait_checkpointed(&buffer, false, Duration::from_secs(15)).await;
 
@@ -615,7 +658,7 @@ async fn kill_9_and_restart_delivers_the_buffer() {
 
     broker.start().await;
     bin.start();
-    let second = wait_for(&broker.addr(), N / 2, 30).await;
+    let second = wait_for(&broker, N / 2, 30).await;
     sink::wait_checkpointed(&buffer, false, Duration::from_secs(15)).await;
     bin.stop();
     let mut all = records(&first);
@@ -627,4 +670,279 @@ async fn kill_9_and_restart_delivers_the_buffer() {
         log.contains("delivering the records left from the last run"),
         "{log}"
     );
+}
+
+// ---------------------------------------------------------------- TLS and SASL
+
+/// A TLS front for the broker, as a TLS-speaking Kafka broker presents itself: on
+/// `listener` it completes the TLS handshake with `cert`/`key` (and, with `client_ca`,
+/// requires a client certificate issued by it), then relays the connection to the broker's
+/// plain port. (tansu 0.6 takes `--cert`/`--key` but serves plain TCP whatever they are, so
+/// the handshake is done here, by rustls, in front of it.)
+fn tls_front(
+    listener: tokio::net::TcpListener,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    broker_port: u16,
+) -> JoinHandle<()> {
+    let cfg = syslog_sink::config::TlsConfig {
+        cert,
+        key,
+        client_ca,
+        allowed_client_names: Vec::new(),
+        handshake_timeout_secs: 10,
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(syslog_sink::tls::server_config(&cfg).expect("tls"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(mut tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                let Ok(mut plain) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    })
+}
+
+/// The output's `[output.tls]` lines.
+fn tls_lines(ca: &std::path::Path, client: Option<(&PathBuf, &PathBuf)>) -> String {
+    let mut s = format!("[output.tls]\nca = {:?}\n", ca.display().to_string());
+    if let Some((cert, key)) = client {
+        s.push_str(&format!(
+            "cert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+    }
+    s
+}
+
+/// Over mutual TLS (the broker verified against the configured CA, the output presenting a
+/// client certificate the broker requires) the sample arrives exactly; an output that does not
+/// trust the broker's certificate delivers nothing, says why, and keeps every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_broker_is_verified_and_gets_everything_exactly() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = common::pki::pki(files.path(), "broker", &["127.0.0.1"], true);
+    let (client_ca, client_cert, client_key) =
+        common::pki::pki(files.path(), "sink", &["sink.test"], false);
+    let (other_ca, _, _) = common::pki::pki(files.path(), "other", &["127.0.0.1"], true);
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut broker = Broker::new(free_port());
+    broker.advertised = Some(front.local_addr().expect("addr").to_string());
+    let front = tls_front(front, cert, key, Some(client_ca), broker.port);
+    let reader_tls = ForwardTlsConfig {
+        ca: ca.clone(),
+        server_name: None,
+        cert: Some(client_cert.clone()),
+        key: Some(client_key.clone()),
+    };
+    broker.tls = Some(client_config(&reader_tls).expect("reader tls"));
+    broker.start().await;
+
+    // Not trusted: the handshake fails, nothing is produced, the records are held.
+    // A refusal is reported as such, not as a timeout, also on a loaded machine.
+    let untrusting = Sink::start(
+        &broker.addr(),
+        &format!(
+            "request_timeout_ms = 5000\n{}",
+            tls_lines(&other_ca, Some((&client_cert, &client_key)))
+        ),
+    )
+    .await;
+    let held = untrusting.send(sample());
+    until("the untrusting output has failed twice", || {
+        untrusting.out().errors.load(Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(untrusting.out().records.load(Relaxed), 0);
+    let why = untrusting
+        .out()
+        .last_error()
+        .map(|(e, _)| e)
+        .unwrap_or_default();
+    assert!(why.to_lowercase().contains("certificate"), "{why:?}");
+    assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
+
+    // Without a client certificate the broker's side refuses the handshake.
+    let anonymous = Sink::start(&broker.addr(), &tls_lines(&ca, None)).await;
+    let anonymous_sender = anonymous.send(sample());
+    until(
+        "the output without a client certificate has failed twice",
+        || anonymous.out().errors.load(Relaxed) >= 2,
+    )
+    .await;
+    assert_eq!(anonymous.out().records.load(Relaxed), 0);
+    assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
+
+    let sink = Sink::start(
+        &broker.addr(),
+        &tls_lines(&ca, Some((&client_cert, &client_key))),
+    )
+    .await;
+    join(sink.send(sample())).await;
+    until("every record is acknowledged", || {
+        sink.out().records.load(Relaxed) == N as u64
+    })
+    .await;
+    check_pks_records(&records(&wait_for(&broker, N, 20).await));
+    assert_eq!(untrusting.out().records.load(Relaxed), 0);
+    assert_eq!(anonymous.out().records.load(Relaxed), 0);
+    sink.stop().await;
+    // The two that could not deliver still hold the sample; they end with the test's runtime.
+    held.abort();
+    anonymous_sender.abort();
+    front.abort();
+}
+
+/// A broker that requires SASL (SCRAM-SHA-512; tansu offers no PLAIN) refuses an output
+/// without `[output.sasl]` and one with a wrong password (nothing produced, the records held,
+/// the refusal as the last error), and takes everything, exactly, from one that logs in. The
+/// users are made before `--authentication` is on, in a SQLite store the broker keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_is_required_by_the_broker_and_the_output_logs_in() {
+    let mut broker = Broker::new(free_port());
+    // In the broker's own folder, kept across its restarts.
+    broker.storage = "sqlite://tansu.db".into();
+    broker.start().await;
+    broker.create_user("reader", "reader-secret");
+    broker.create_user("syslog-sink", "s3cret");
+    broker.kill();
+    broker.args = vec!["--authentication".into()];
+    broker.sasl = Some(SaslConfig::ScramSha512(Credentials::new(
+        "reader".into(),
+        "reader-secret".into(),
+    )));
+    broker.start().await;
+
+    let sasl = |password: &str| {
+        format!(
+            "[output.sasl]\nmechanism = \"scram-sha-512\"\nusername = \"syslog-sink\"\n\
+             password = \"{password}\"\n"
+        )
+    };
+    // A login refused is reported as such, not as a timeout, also on a loaded machine.
+    let slow = "request_timeout_ms = 5000\n";
+    let anonymous = Sink::start(&broker.addr(), slow).await;
+    let wrong = Sink::start(&broker.addr(), &format!("{slow}{}", sasl("not-it"))).await;
+    let held = [anonymous.send(sample()), wrong.send(sample())];
+    for s in [&anonymous, &wrong] {
+        until("the output that cannot log in has failed twice", || {
+            s.out().errors.load(Relaxed) >= 2
+        })
+        .await;
+        assert_eq!(s.out().records.load(Relaxed), 0);
+    }
+    let why = wrong.out().last_error().map(|(e, _)| e).unwrap_or_default();
+    assert!(why.to_lowercase().contains("sasl"), "{why:?}");
+    assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
+
+    let sink = Sink::start(&broker.addr(), &sasl("s3cret")).await;
+    join(sink.send(sample())).await;
+    until("every record is acknowledged", || {
+        sink.out().records.load(Relaxed) == N as u64
+    })
+    .await;
+    check_pks_records(&records(&wait_for(&broker, N, 20).await));
+    assert_eq!(anonymous.out().records.load(Relaxed), 0);
+    assert_eq!(wrong.out().records.load(Relaxed), 0);
+    sink.stop().await;
+    // The refused ones still hold the sample; they end with the test's runtime.
+    for h in held {
+        h.abort();
+    }
+}
+
+// ---------------------------------------------------------------- compression
+
+/// A plain relay in front of the broker on `listener` that counts the bytes clients send
+/// through it into `sent`.
+fn counting_relay(
+    listener: tokio::net::TcpListener,
+    broker_port: u16,
+    sent: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let sent = Arc::clone(&sent);
+            tokio::spawn(async move {
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_broker, mut to_broker) = broker.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        sent.fetch_add(n as u64, Relaxed);
+                        if to_broker.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_broker.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    })
+}
+
+/// Each codec delivers the sample exactly, and compresses it on the wire: the bytes the output
+/// sends (counted by a relay in front of the broker) are well under those of `none`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_delivers_exactly_and_sends_fewer_bytes() {
+    let mut sent_by = BTreeMap::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut broker = Broker::new(free_port());
+        broker.advertised = Some(relay.local_addr().expect("addr").to_string());
+        let sent = Arc::new(AtomicU64::new(0));
+        let relay = counting_relay(relay, broker.port, Arc::clone(&sent));
+        broker.start().await;
+        let sink = Sink::start(&broker.addr(), &format!("compression = \"{codec}\"\n")).await;
+        join(sink.send(sample())).await;
+        until("every record is acknowledged", || {
+            sink.out().records.load(Relaxed) == N as u64
+        })
+        .await;
+        let output_sent = sent.load(Relaxed);
+        check_pks_records(&records(&wait_for(&broker, N, 20).await));
+        sink.stop().await;
+        relay.abort();
+        sent_by.insert(codec, output_sent);
+    }
+    let plain = sent_by["none"];
+    assert!(
+        plain > 1_000_000,
+        "the sample's JSON is over 1 MB: {sent_by:?}"
+    );
+    for (codec, bytes) in &sent_by {
+        if *codec != "none" {
+            assert!(
+                *bytes * 2 < plain,
+                "{codec} sent {bytes} bytes, not under half of none's {plain}: {sent_by:?}"
+            );
+        }
+    }
 }

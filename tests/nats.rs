@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
+use common::pki::pki;
 use common::sink::{self, free_port, Sink};
 use common::{check_pks_records, octet_frame_ends, start, Running, PKS_OCTET};
 use futures_util::StreamExt;
@@ -718,36 +719,10 @@ async fn credentials_in_the_url_are_used() {
     assert_eq!(s.info().await.expect("info").state.messages, 1);
 }
 
-/// A throwaway CA and a server certificate it signs for 127.0.0.1 (PEM files in `dir`):
-/// returns (ca, cert, key) paths.
-fn pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.distinguished_name
-        .push(DnType::CommonName, "nats test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("key");
-    let ca_pem = ca.self_signed(&ca_key).expect("ca cert").pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("leaf params");
-    let key = KeyPair::generate().expect("key");
-    let cert = leaf.signed_by(&key, &issuer).expect("leaf cert");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca_pem).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
-    paths
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca() {
     let mut nats = NatsServer::new();
-    let (ca, cert, key) = pki(nats.dir.path());
+    let (ca, cert, key) = pki(nats.dir.path(), "server", &["127.0.0.1", "localhost"], true);
     nats.args = vec![
         "--tls".into(),
         "--tlscert".into(),

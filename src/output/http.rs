@@ -217,12 +217,6 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
         }
     }
     if let Some(t) = &o.tls {
-        if t.cert.is_some() != t.key.is_some() {
-            return err(
-                "tls",
-                "cert and key go together (a client certificate needs its key)".into(),
-            );
-        }
         if !url.starts_with("https://") {
             return err("tls", "needs an https:// url".into());
         }

@@ -19,6 +19,17 @@
 //! stored it (the acknowledgement was lost) is sent again: duplicates are possible, losses are
 //! not while syslog-sink runs. Metrics count records when acknowledged.
 //!
+//! **Compression.** `compression` compresses each produce request's record batch (gzip,
+//! snappy, lz4 or zstd, as Kafka defines them); `batch_max_bytes` bounds the records before it.
+//!
+//! **Security.** With `[output.tls]` every broker connection (the bootstrap ones and those to
+//! the leaders the metadata names) is TLS, the certificate verified against `ca` under the host
+//! name the broker is reached by, with an optional client certificate (Kafka's `SSL`). With
+//! `[output.sasl]` each connection authenticates first, `PLAIN`, `SCRAM-SHA-256` or
+//! `SCRAM-SHA-512` (`SASL_PLAINTEXT`, or `SASL_SSL` with both). A refused handshake or login is
+//! a failed attempt like a broker that is down: the records are kept and the error is the
+//! output's last error (status page, `/readyz`).
+//!
 //! **Topic.** With `create_topic = true` (the default) a missing topic is created with
 //! `topic_partitions` and `replication_factor`; an existing topic is used as it is. The
 //! partition count is read on every (re)connect.
@@ -34,16 +45,16 @@ use chrono::{DateTime, Utc};
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::error::ProtocolError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{bounded, retry_flush, Output};
 use crate::config::{
-    ConfigError, KafkaPartitioning, OutputConfig, OutputType, DEFAULT_KAFKA_BATCH_MAX_BYTES,
-    DEFAULT_KAFKA_BATCH_MAX_RECORDS, DEFAULT_KAFKA_REQUEST_TIMEOUT_MS,
-    DEFAULT_KAFKA_TOPIC_PARTITIONS,
+    ConfigError, KafkaCompression, KafkaPartitioning, KafkaSaslConfig, KafkaSaslMechanism,
+    OutputConfig, OutputType, DEFAULT_KAFKA_BATCH_MAX_BYTES, DEFAULT_KAFKA_BATCH_MAX_RECORDS,
+    DEFAULT_KAFKA_REQUEST_TIMEOUT_MS, DEFAULT_KAFKA_TOPIC_PARTITIONS,
 };
 use crate::metrics::{Metrics, OutputMetrics};
 use crate::route::Batch;
@@ -138,7 +149,48 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
             }
         }
     }
+    if let Some(t) = &o.tls {
+        if t.server_name.is_some() {
+            return err(
+                "tls.server_name",
+                "does not apply to type \"kafka\" (each broker's certificate is checked \
+                 against the host the cluster names it by)"
+                    .into(),
+            );
+        }
+        crate::output::syslog::client_config(t)
+            .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
+    }
+    if let Some(s) = &o.sasl {
+        if s.username.is_empty() {
+            return err("sasl.username", "must not be empty".into());
+        }
+        if s.password.is_empty() {
+            return err("sasl.password", "must not be empty".into());
+        }
+    }
     Ok(())
+}
+
+/// The rskafka form of `[output.sasl]`.
+fn sasl_config(s: &KafkaSaslConfig) -> SaslConfig {
+    let c = Credentials::new(s.username.clone(), s.password.clone());
+    match s.mechanism {
+        KafkaSaslMechanism::Plain => SaslConfig::Plain(c),
+        KafkaSaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
+        KafkaSaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
+    }
+}
+
+/// The rskafka form of `compression`.
+fn compression(c: KafkaCompression) -> Compression {
+    match c {
+        KafkaCompression::None => Compression::NoCompression,
+        KafkaCompression::Gzip => Compression::Gzip,
+        KafkaCompression::Snappy => Compression::Snappy,
+        KafkaCompression::Lz4 => Compression::Lz4,
+        KafkaCompression::Zstd => Compression::Zstd,
+    }
 }
 
 /// Records waiting before `write` sends them: `batch_max_bytes` times the partition count,
@@ -186,6 +238,12 @@ pub struct KafkaOutput {
     batch_max_bytes: usize,
     batch_max_records: usize,
     request_timeout: Duration,
+    /// Codec of every produce request's record batch.
+    compression: Compression,
+    /// `[output.tls]`: every broker connection over TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// `[output.sasl]`: authentication on every broker connection.
+    sasl: Option<SaslConfig>,
     conn: Option<Conn>,
     /// Records not yet given a partition (taken while no client was connected), oldest first.
     unassigned: VecDeque<Pending>,
@@ -242,6 +300,20 @@ impl KafkaOutput {
         let topic_partitions = cfg
             .topic_partitions
             .unwrap_or(DEFAULT_KAFKA_TOPIC_PARTITIONS);
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                crate::output::syslog::client_config(t)
+                    .map_err(|e| ConfigError(format!("tls.{e}")))?,
+            ),
+            None => None,
+        };
+        let sasl = cfg.sasl.as_ref().map(sasl_config);
+        if let (Some(s), None) = (&cfg.sasl, &tls) {
+            if s.mechanism == KafkaSaslMechanism::Plain {
+                tracing::warn!(output = %cfg.name, "kafka: SASL PLAIN without [output.tls] sends \
+                    the password in clear text to every broker");
+            }
+        }
         Ok(KafkaOutput {
             brokers,
             topic,
@@ -260,6 +332,9 @@ impl KafkaOutput {
                 cfg.request_timeout_ms
                     .unwrap_or(DEFAULT_KAFKA_REQUEST_TIMEOUT_MS),
             ),
+            compression: compression(cfg.compression.unwrap_or_default()),
+            tls,
+            sasl,
             conn: None,
             unassigned: VecDeque::new(),
             queues: Vec::new(),
@@ -286,23 +361,28 @@ impl KafkaOutput {
     /// Connects, finds (or creates) the topic and a client per partition.
     async fn connect(&self) -> Result<Conn, String> {
         let t = self.request_timeout;
-        // rskafka retries failed requests itself; bound that by the request timeout so a
-        // failure comes back to `flush` (which keeps the records and reports it).
+        // rskafka retries failed requests itself; bound that so a failure comes back to
+        // `flush` (which keeps the records and reports it) with its own reason. Its deadline
+        // counts only the pauses between attempts, not the attempts (a TLS handshake, a SCRAM
+        // login), so it is a quarter of the request timeout: rskafka gives up, naming the last
+        // error ("Sasl handshake failed: ..."), before `bounded` would, which can only say that
+        // nothing came back in time.
         let backoff = BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             base: 2.0,
-            deadline: Some(t),
+            deadline: Some(t / 4),
         };
-        let client = bounded(
-            t,
-            "connecting",
-            ClientBuilder::new(self.brokers.clone())
-                .client_id("syslog-sink")
-                .backoff_config(backoff)
-                .build(),
-        )
-        .await?;
+        let mut builder = ClientBuilder::new(self.brokers.clone())
+            .client_id("syslog-sink")
+            .backoff_config(backoff);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
+        if let Some(sasl) = &self.sasl {
+            builder = builder.sasl_config(sasl.clone());
+        }
+        let client = bounded(t, "connecting", builder.build()).await?;
         let mut parts = self.partition_ids(&client).await?;
         if parts.is_empty() {
             if !self.create_topic {
@@ -428,6 +508,7 @@ impl KafkaOutput {
         };
         let t = self.request_timeout;
         let (max_bytes, max_records) = (self.batch_max_bytes, self.batch_max_records);
+        let codec = self.compression;
         let mut sends = tokio::task::JoinSet::new();
         for (i, q) in self.queues.iter().enumerate() {
             if q.is_empty() {
@@ -440,7 +521,7 @@ impl KafkaOutput {
             // they are acknowledged.
             let records: Vec<Pending> = q.iter().cloned().collect();
             sends.spawn(async move {
-                let r = produce_in_order(&client, &records, max_bytes, max_records, t).await;
+                let r = produce_in_order(&client, &records, max_bytes, max_records, codec, t).await;
                 (i, r)
             });
         }
@@ -498,12 +579,14 @@ struct Produced {
 }
 
 /// Produces `records` to one partition in order, in requests of at most `max_bytes` and
-/// `max_records`, each waiting for its acknowledgement; stops at the first failure.
+/// `max_records` (before `codec`), each waiting for its acknowledgement; stops at the first
+/// failure.
 async fn produce_in_order(
     client: &PartitionClient,
     records: &[Pending],
     max_bytes: usize,
     max_records: usize,
+    codec: Compression,
     t: Duration,
 ) -> Produced {
     let mut out = Produced {
@@ -529,7 +612,7 @@ async fn produce_in_order(
             end += 1;
         }
         let batch: Vec<Record> = records[pos..end].iter().map(Pending::record).collect();
-        match tokio::time::timeout(t, client.produce(batch, Compression::NoCompression)).await {
+        match tokio::time::timeout(t, client.produce(batch, codec)).await {
             Ok(Ok(_offsets)) => {
                 out.resent += records[pos..end].iter().filter(|r| r.resent).count() as u64;
                 out.acked_records += (end - pos) as u64;
@@ -806,6 +889,29 @@ impl<'de> Visitor<'de> for Leaf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_sasl_mechanism_maps_to_its_own_with_the_credentials() {
+        for (m, name) in [
+            (KafkaSaslMechanism::Plain, "Plain"),
+            (KafkaSaslMechanism::ScramSha256, "ScramSha256"),
+            (KafkaSaslMechanism::ScramSha512, "ScramSha512"),
+        ] {
+            let c = sasl_config(&KafkaSaslConfig {
+                mechanism: m,
+                username: "u1".into(),
+                password: "p1".into(),
+            });
+            let (SaslConfig::Plain(got)
+            | SaslConfig::ScramSha256(got)
+            | SaslConfig::ScramSha512(got)) = &c
+            else {
+                panic!("{m:?} made {c:?}");
+            };
+            assert!(format!("{c:?}").starts_with(name), "{m:?} made {c:?}");
+            assert_eq!((got.username.as_str(), got.password.as_str()), ("u1", "p1"));
+        }
+    }
 
     #[test]
     fn murmur2_matches_the_java_client() {

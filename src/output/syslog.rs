@@ -97,6 +97,12 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
 /// The rustls client config of `[output.tls]`: the receiver is verified against `ca`; with
 /// `cert` and `key` a client certificate is presented.
 pub fn client_config(t: &ForwardTlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
+    if t.cert.is_some() != t.key.is_some() {
+        return Err(TlsError {
+            key: if t.cert.is_some() { "key" } else { "cert" },
+            reason: "cert and key go together (a client certificate needs its key)".into(),
+        });
+    }
     let mut roots = RootCertStore::empty();
     for c in load_certs("ca", &t.ca)? {
         roots.add(c).map_err(|e| TlsError {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod pki;
 pub mod sink;
 
 use std::net::SocketAddr;
