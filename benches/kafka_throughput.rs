@@ -8,10 +8,11 @@
 //! listener, one `kafka` output to a new topic of 3 partitions, round robin, defaults
 //! otherwise), sends the PKS sample (`tests/data/pks-sink-2k.octet`) repeated up to the message
 //! count on one connection, and times from connect until the broker has acknowledged every
-//! record (the output's `records` counter). Each round runs the output without a disk buffer
-//! (`buffer = false`) and with its default one (in a temporary `data_dir`, fsync every second),
-//! alternating; three rounds; prints each, the medians and buffered/unbuffered. Broker, server
-//! and sender share the machine's cores. Every wait is bounded (120 s per round).
+//! record (the output's `records` counter). Each round runs, one after the other, the output
+//! without a disk buffer (`buffer = false`), with its default one (in a temporary `data_dir`,
+//! fsync every second), and without a buffer under each `compression` codec (gzip, snappy, lz4,
+//! zstd); three rounds; prints each, the medians and each variant's ratio to the first.
+//! Broker, server and sender share the machine's cores. Every wait is bounded (120 s per round).
 
 #[path = "support/frames.rs"]
 mod frames;
@@ -78,37 +79,50 @@ fn main() {
         "kafka_throughput: {n} messages ({:.1} MB) per round, {ROUNDS} rounds, one connection, tansu memory://",
         corpus.len() as f64 / 1e6
     );
-    let mut rates = [Vec::new(), Vec::new()];
+    let variants = [
+        ("no buffer", "buffer = false"),
+        ("disk buffer", "buffer = true"),
+        ("gzip", "buffer = false\ncompression = \"gzip\""),
+        ("snappy", "buffer = false\ncompression = \"snappy\""),
+        ("lz4", "buffer = false\ncompression = \"lz4\""),
+        ("zstd", "buffer = false\ncompression = \"zstd\""),
+    ];
+    let mut rates = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS {
-        for (buffered, name) in [(false, "no buffer"), (true, "disk buffer")] {
-            let (secs, rate) = rt.block_on(run_round(port, round, buffered, &corpus, n));
+        for (i, (name, extra)) in variants.iter().enumerate() {
+            let topic = format!("bench-{round}-{i}");
+            let (secs, rate) = rt.block_on(run_round(port, &topic, extra, &corpus, n));
             println!(
                 "round {round} {name:>11}: {secs:.2} s, {rate:.0} messages/s, {:.1} MB/s",
                 corpus.len() as f64 / secs / 1e6
             );
-            rates[usize::from(buffered)].push(rate);
+            rates[i].push(rate);
         }
     }
     let _ = broker.kill();
     let _ = broker.wait();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (plain, buffered) = (median(&mut rates[0]), median(&mut rates[1]));
-    println!(
-        "median: {plain:.0} messages/s without buffer, {buffered:.0} with; buffered/unbuffered = {:.2}",
-        buffered / plain
-    );
+    let medians: Vec<f64> = rates
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    for ((name, _), m) in variants.iter().zip(&medians) {
+        println!(
+            "median {name:>11}: {m:.0} messages/s, {:.2} x no buffer",
+            m / medians[0]
+        );
+    }
 }
 
-async fn run_round(port: u16, round: usize, buffered: bool, corpus: &[u8], n: usize) -> (f64, f64) {
+async fn run_round(port: u16, topic: &str, extra: &str, corpus: &[u8], n: usize) -> (f64, f64) {
     let data = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "[server]\nsummary_interval_secs = 0\ndata_dir = {:?}\n\
          [[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[output]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\n\
-         topic = \"bench-{round}-{buffered}\"\nrequest_timeout_ms = 10000\nbuffer = {buffered}\n",
+         topic = \"{topic}\"\nrequest_timeout_ms = 10000\n{extra}\n",
         data.path().display().to_string()
     );
     let config = Config::from_toml(&text).expect("config");
@@ -127,7 +141,7 @@ async fn run_round(port: u16, round: usize, buffered: bool, corpus: &[u8], n: us
     while metrics.outputs[0].records.load(Relaxed) < n as u64 {
         assert!(
             t0.elapsed() < ROUND_LIMIT,
-            "round {round}: only {} of {n} acknowledged in {ROUND_LIMIT:?}",
+            "{topic}: only {} of {n} acknowledged in {ROUND_LIMIT:?}",
             metrics.outputs[0].records.load(Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
