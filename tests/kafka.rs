@@ -338,6 +338,15 @@ impl Sink {
         &self.metrics.outputs[0]
     }
 
+    /// Sends the PKS sample and waits until the broker acknowledged every record.
+    async fn deliver_sample(&self) {
+        join(self.send(sample())).await;
+        until("every record is acknowledged", || {
+            self.out().records.load(Relaxed) == N as u64
+        })
+        .await;
+    }
+
     /// Sends `data` on one connection in a task (it may wait on backpressure).
     fn send(&self, data: Vec<u8>) -> JoinHandle<()> {
         let addr = self.addr;
@@ -374,11 +383,7 @@ async fn pks_sample_is_delivered_exactly() {
     let mut broker = Broker::new(free_port());
     broker.start().await;
     let sink = Sink::start(&broker.addr(), "").await;
-    join(sink.send(sample())).await;
-    until("every record is acknowledged", || {
-        sink.out().records.load(Relaxed) == N as u64
-    })
-    .await;
+    sink.deliver_sample().await;
     let msgs = wait_for(&broker, N, 20).await;
     check_pks_records(&records(&msgs));
     assert_eq!(sink.out().errors.load(Relaxed), 0);
@@ -793,11 +798,7 @@ async fn tls_broker_is_verified_and_gets_everything_exactly() {
         &tls_lines(&ca, Some((&client_cert, &client_key))),
     )
     .await;
-    join(sink.send(sample())).await;
-    until("every record is acknowledged", || {
-        sink.out().records.load(Relaxed) == N as u64
-    })
-    .await;
+    sink.deliver_sample().await;
     check_pks_records(&records(&wait_for(&broker, N, 20).await));
     assert_eq!(untrusting.out().records.load(Relaxed), 0);
     assert_eq!(anonymous.out().records.load(Relaxed), 0);
@@ -851,11 +852,7 @@ async fn sasl_scram_is_required_by_the_broker_and_the_output_logs_in() {
     assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
 
     let sink = Sink::start(&broker.addr(), &sasl("s3cret")).await;
-    join(sink.send(sample())).await;
-    until("every record is acknowledged", || {
-        sink.out().records.load(Relaxed) == N as u64
-    })
-    .await;
+    sink.deliver_sample().await;
     check_pks_records(&records(&wait_for(&broker, N, 20).await));
     assert_eq!(anonymous.out().records.load(Relaxed), 0);
     assert_eq!(wrong.out().records.load(Relaxed), 0);
@@ -921,11 +918,7 @@ async fn every_codec_delivers_exactly_and_sends_fewer_bytes() {
         let relay = counting_relay(relay, broker.port, Arc::clone(&sent));
         broker.start().await;
         let sink = Sink::start(&broker.addr(), &format!("compression = \"{codec}\"\n")).await;
-        join(sink.send(sample())).await;
-        until("every record is acknowledged", || {
-            sink.out().records.load(Relaxed) == N as u64
-        })
-        .await;
+        sink.deliver_sample().await;
         let output_sent = sent.load(Relaxed);
         check_pks_records(&records(&wait_for(&broker, N, 20).await));
         sink.stop().await;
