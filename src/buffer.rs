@@ -64,7 +64,7 @@ use tokio::task::JoinHandle;
 use crate::config::BufferConfig;
 use crate::framing::{Frame, FrameErrorKind, FrameKind};
 use crate::metrics::{unix_ms, Metrics, OutputMetrics};
-use crate::output::{retry_flush, write_chunks, Output};
+use crate::output::{retry_flush, write_chunks, Output, Probe};
 use crate::route::{Batch, Line, Receiver};
 
 /// Bytes of an entry header: length and CRC.
@@ -1499,6 +1499,7 @@ impl Reader {
         };
         let mut tick = tokio::time::interval(flush_every.min(CHECKPOINT_EVERY));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = Probe::new();
         let mut dirty = false;
         loop {
             if let Some(it) = self.next_item().await {
@@ -1515,6 +1516,7 @@ impl Reader {
                 dirty = true;
                 if !self.more() {
                     self.flush(&mut out).await;
+                    probe.reached(m);
                     dirty = false;
                 }
                 self.advance(out.confirmed(), false).await;
@@ -1532,10 +1534,12 @@ impl Reader {
                 _ = tick.tick() => {
                     if dirty || out.unconfirmed() {
                         self.flush(&mut out).await;
+                        probe.reached(m);
                         dirty = false;
                     }
                     self.advance(out.confirmed(), false).await;
                 }
+                _ = probe.due(), if probe.active() && !dirty => probe.attempt(&mut out, m).await,
             }
         }
         self.flush(&mut out).await;

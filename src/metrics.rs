@@ -16,11 +16,12 @@ pub const CATEGORY_SLOTS: usize = 256;
 /// `syslog_sink_output_up`).
 ///
 /// Every output sets it through [`OutputMetrics::set_state`] / [`OutputMetrics::set_failed`]:
-/// [`crate::output::run`] sets `Up` at start, `Retrying` while `retry_flush` holds records after
-/// a failed write, and `Down` when the task ends; an output with its own connection (the
-/// `syslog` output) sets `Retrying` when a connection is lost or cannot be made and `Up` once
-/// it is connected again. A new output type only has to call these where it connects, fails
-/// and recovers.
+/// [`crate::output::run`] sets `Up` at start, `Retrying` while the startup probe
+/// ([`crate::output::Output::probe`]) fails or `retry_flush` holds records after a failed
+/// write, and `Down` when the task ends; an output with its own connection (the `syslog`
+/// output) sets `Retrying` when a connection is lost or cannot be made and `Up` once it is
+/// connected again. A new output type only has to implement `probe` and call these where it
+/// connects, fails and recovers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum OutputState {

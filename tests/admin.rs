@@ -439,6 +439,59 @@ async fn readyz_turns_unready_while_an_output_is_down_and_ready_after() {
     recv.abort();
 }
 
+/// An output whose destination is down at start is not ready before any record arrives (its
+/// startup probe failed), and ready once the destination is up, still without a record: for a
+/// `syslog` output with its default disk buffer and without one, and an `http` output. The
+/// server then stops cleanly (nothing was held).
+#[tokio::test]
+async fn readyz_tells_a_destination_down_at_start_before_any_record() {
+    for (name, output) in [
+        (
+            "syslog, disk buffer",
+            "type = \"syslog\"\naddress = \"{addr}\"\nmax_backoff_ms = 100\n",
+        ),
+        (
+            "syslog, no buffer",
+            "type = \"syslog\"\naddress = \"{addr}\"\nmax_backoff_ms = 100\nbuffer = false\n",
+        ),
+        ("http", "type = \"http\"\nurl = \"http://{addr}/hook\"\n"),
+    ] {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("port")
+            .local_addr()
+            .expect("addr");
+        let s = start(&format!(
+            "[server]\nsummary_interval_secs = 0\n[[listen]]\naddress = \"127.0.0.1:0\"\n\
+             [[output]]\nname = \"siem\"\n{}",
+            output.replace("{addr}", &port.to_string())
+        ))
+        .await;
+        let body = wait_ready(s.admin, 503).await;
+        assert_eq!(body["outputs"][0]["state"], "retrying", "{name}: {body}");
+        let why = body["outputs"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            why.contains("cannot connect to") && why.contains(&port.port().to_string()),
+            "{name}: {why}"
+        );
+        let text = get(s.admin, "/metrics").await.1;
+        assert_eq!(
+            sample(&text, "syslog_sink_output_records_total{output=\"siem\"}"),
+            Some(0.0),
+            "{name}: no record was sent"
+        );
+
+        let rx = receiver(TcpListener::bind(port).await.expect("receiver"));
+        let body = wait_ready(s.admin, 200).await;
+        assert_eq!(body["outputs"][0]["state"], "up", "{name}: {body}");
+        s.stop().await;
+        rx.abort();
+    }
+}
+
 /// Where the browser test writes its screenshot (kept after the run).
 fn test_output_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");

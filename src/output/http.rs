@@ -1246,6 +1246,24 @@ impl Output for HttpOutput {
         !self.pending.is_empty()
     }
 
+    /// Opens the connection the first request will use (TCP, TLS, HTTP/1.1); sends nothing.
+    async fn probe(&mut self) -> io::Result<()> {
+        if self.conn.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        let sender = self.connect().await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot connect to {}:{}: {e}",
+                    self.target.host, self.target.port
+                ),
+            )
+        })?;
+        self.conn = Some(sender);
+        Ok(())
+    }
+
     async fn write(&mut self, lines: Bytes) -> io::Result<()> {
         self.take(lines);
         self.send_full().await

@@ -275,7 +275,7 @@ impl std::fmt::Debug for KafkaOutput {
 
 impl KafkaOutput {
     /// The output of `cfg` (a checked `type = "kafka"` output), counting in output `index` of
-    /// `metrics`. Does not connect: the first flush does.
+    /// `metrics`. Does not connect: the startup probe or the first flush does.
     pub fn new(
         cfg: &OutputConfig,
         index: usize,
@@ -671,6 +671,11 @@ impl Output for KafkaOutput {
 
     fn unconfirmed(&self) -> bool {
         self.pending_records > 0
+    }
+
+    /// Connects, finds (or creates) the topic and its partition leaders; the client is kept.
+    async fn probe(&mut self) -> io::Result<()> {
+        self.ensure_connected().await.map_err(io::Error::other)
     }
 
     async fn write(&mut self, lines: Bytes) -> io::Result<()> {

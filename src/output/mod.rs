@@ -94,6 +94,14 @@ pub trait Output: Send + 'static {
     fn confirmed(&self) -> Option<u64> {
         None
     }
+    /// One attempt to reach the destination (connect, log in, find the stream or topic),
+    /// keeping what it set up for the records to come. [`run`] (and the disk buffer's reader)
+    /// call it at start and, while it fails, again with backoff until it succeeds or records
+    /// arrive, so `/readyz` tells an unreachable destination before the first record does. The
+    /// default (file, stdout) has nothing to reach.
+    fn probe(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Takes one or more complete JSON lines; may write them at once or buffer them.
     fn write(&mut self, lines: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Writes everything taken so far to the destination.
@@ -204,6 +212,67 @@ pub(crate) fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::
     result
 }
 
+/// The startup check of an output ([`Output::probe`]): at start, then with backoff (100 ms
+/// doubling to 5 s) while it fails, until it succeeds or a flush does. Each failure is counted
+/// in `errors` and makes the state `Retrying` with the error; the first is logged.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    /// When to try next; `None` once the destination was reached.
+    next: Option<tokio::time::Instant>,
+    delay: Duration,
+    failed: bool,
+}
+
+impl Probe {
+    pub(crate) fn new() -> Probe {
+        Probe {
+            next: Some(tokio::time::Instant::now()),
+            delay: Duration::from_millis(100),
+            failed: false,
+        }
+    }
+
+    /// Whether a probe is still due (the destination was not reached yet).
+    pub(crate) fn active(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// Waits until the next attempt is due (never returns when none is).
+    pub(crate) async fn due(&self) {
+        match self.next {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// One attempt.
+    pub(crate) async fn attempt<O: Output>(&mut self, out: &mut O, m: &OutputMetrics) {
+        match out.probe().await {
+            Ok(()) => self.reached(m),
+            Err(e) => {
+                m.errors.fetch_add(1, Relaxed);
+                m.set_failed(&e);
+                if !self.failed {
+                    tracing::warn!(output = %m.name, error = %e,
+                        "output cannot reach its destination; trying again with backoff (records that arrive meanwhile are held)");
+                }
+                self.failed = true;
+                self.next = Some(tokio::time::Instant::now() + self.delay);
+                self.delay = (self.delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// The destination was reached (by the probe or a successful flush): no more probes, and
+    /// the state is `Up` again after a failed one.
+    pub(crate) fn reached(&mut self, m: &OutputMetrics) {
+        if self.next.take().is_some() && self.failed {
+            m.set_state(OutputState::Up);
+            tracing::info!(output = %m.name, "output reached its destination");
+        }
+    }
+}
+
 /// Runs output number `index` until its queue closes: takes the lines it wants from each batch,
 /// writes them as soon as its queue is empty (so under load many batches go out in one vectored
 /// write), at the latest every `flush_every`, and at the end. A failing write or flush is retried with backoff
@@ -220,6 +289,7 @@ pub async fn run<O: Output>(
         return;
     };
     m.set_state(OutputState::Up);
+    let mut probe = Probe::new();
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
@@ -235,6 +305,7 @@ pub async fn run<O: Output>(
                     if let Err(e) = out.flush().await {
                         retry_flush(&mut out, m, e).await;
                     }
+                    probe.reached(m);
                     dirty = false;
                 }
             }
@@ -242,8 +313,10 @@ pub async fn run<O: Output>(
                 if let Err(e) = out.flush().await {
                     retry_flush(&mut out, m, e).await;
                 }
+                probe.reached(m);
                 dirty = false;
             }
+            _ = probe.due(), if probe.active() && !dirty => probe.attempt(&mut out, m).await,
         }
     }
     if let Err(e) = out.flush().await {

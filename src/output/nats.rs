@@ -962,6 +962,11 @@ impl Output for NatsOutput {
         !self.queue.is_empty() || !self.inflight.is_empty()
     }
 
+    /// Connects and makes sure the stream exists and covers the subject template.
+    async fn probe(&mut self) -> io::Result<()> {
+        self.ready().await.map(|_| ())
+    }
+
     async fn write(&mut self, lines: Bytes) -> io::Result<()> {
         self.take(&lines);
         self.pump(false).await

@@ -197,7 +197,7 @@ impl std::fmt::Debug for SyslogOutput {
 
 impl SyslogOutput {
     /// The output of `cfg` (a checked `type = "syslog"` output), counting in output `index` of
-    /// `metrics`. Does not connect: the first batch does.
+    /// `metrics`. Does not connect: the startup probe or the first batch does.
     pub fn new(
         cfg: &OutputConfig,
         index: usize,
@@ -372,36 +372,42 @@ impl SyslogOutput {
         }
     }
 
+    /// One connection attempt within `connect_timeout`; on success the connection is the
+    /// output's and the state `Up`.
+    async fn try_connect(&mut self) -> io::Result<()> {
+        let c = match tokio::time::timeout(self.connect_timeout, self.connect_once()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                ))
+            }
+        };
+        if self.connected_once {
+            if let Some(m) = self.m() {
+                m.reconnects.fetch_add(1, Relaxed);
+            }
+        }
+        tracing::info!(output = %self.name(), address = %self.address,
+            resending = self.window.iter().map(|e| e.records).sum::<u64>(),
+            "syslog output connected");
+        self.connected_once = true;
+        self.logged_down = false;
+        if let Some(m) = self.m() {
+            m.set_state(crate::metrics::OutputState::Up);
+        }
+        self.conn = Some(c);
+        self.written = 0;
+        Ok(())
+    }
+
     /// Connects, retrying with capped exponential backoff (with jitter) until it succeeds.
     async fn connect(&mut self) {
         let mut delay = FIRST_BACKOFF.min(self.max_backoff);
         loop {
-            let r = match tokio::time::timeout(self.connect_timeout, self.connect_once()).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no connection within {:?}", self.connect_timeout),
-                )),
-            };
-            match r {
-                Ok(c) => {
-                    if self.connected_once {
-                        if let Some(m) = self.m() {
-                            m.reconnects.fetch_add(1, Relaxed);
-                        }
-                    }
-                    tracing::info!(output = %self.name(), address = %self.address,
-                        resending = self.window.iter().map(|e| e.records).sum::<u64>(),
-                        "syslog output connected");
-                    self.connected_once = true;
-                    self.logged_down = false;
-                    if let Some(m) = self.m() {
-                        m.set_state(crate::metrics::OutputState::Up);
-                    }
-                    self.conn = Some(c);
-                    self.written = 0;
-                    return;
-                }
+            match self.try_connect().await {
+                Ok(()) => return,
                 Err(e) => {
                     if let Some(m) = self.m() {
                         m.errors.fetch_add(1, Relaxed);
@@ -702,6 +708,16 @@ impl Output for SyslogOutput {
 
     fn confirmed(&self) -> Option<u64> {
         Some(self.confirmed_total)
+    }
+
+    /// Connects once (the connection is kept for the first records).
+    async fn probe(&mut self) -> io::Result<()> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        self.try_connect().await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot connect to {}: {e}", self.address))
+        })
     }
 
     /// Never fails: writes and confirms what it can, reconnecting as needed.
