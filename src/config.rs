@@ -781,6 +781,82 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
     Ok(())
 }
 
+/// Config text with every `${NAME}` replaced by the value `lookup` gives for `NAME` (the
+/// environment, for [`Config::load`]), so that secrets (an HEC token, a SASL password, NATS
+/// credentials in a URL) can come from the service's environment instead of the file.
+///
+/// `NAME` is a letter or `_`, then letters, digits and `_`. The value is escaped for a TOML
+/// double-quoted string (`\`, `"` and control characters), which is where it belongs: `token =
+/// "${HEC_TOKEN}"`; line numbers stay as in the file. `$${` stands for a literal `${`; any other
+/// `$` is left alone, and so are comment lines (first non-blank character `#`). A name that is
+/// not set is an error naming it and its line: an empty secret is never sent by mistake.
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    if !text.contains("${") {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(literal) = after.strip_prefix("${") {
+                out.push_str("${");
+                rest = literal;
+            } else if let Some(inner) = after.strip_prefix('{') {
+                let Some(end) = inner.find('}') else {
+                    return Err(ConfigError(format!(
+                        "line {}: \"${{\" without its closing \"}}\" (write \"$${{\" for a literal \"${{\")",
+                        n + 1
+                    )));
+                };
+                let name = &inner[..end];
+                let mut chars = name.chars();
+                let well_formed = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !well_formed {
+                    return Err(ConfigError(format!(
+                        "line {}: \"${{{name}}}\" is not an environment variable name (letters, digits and _; write \"$${{\" for a literal \"${{\")",
+                        n + 1
+                    )));
+                }
+                let Some(value) = lookup(name) else {
+                    return Err(ConfigError(format!(
+                        "line {}: ${{{name}}}: the environment variable {name} is not set",
+                        n + 1
+                    )));
+                };
+                for c in value.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '"' => out.push_str("\\\""),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        '\t' => out.push_str("\\t"),
+                        c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                        c => out.push(c),
+                    }
+                }
+                rest = &inner[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
 impl OutputConfig {
     /// The keys that only some output types take: each key's name, whether this output sets
     /// it, and the types that take it. The one table behind every "does not apply" error; the
@@ -936,6 +1012,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let text = expand_env(&text, |name| std::env::var(name).ok())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
@@ -1343,6 +1421,46 @@ subject = "k8s.events.{category}.{namespace}"
                 assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn environment_variables_are_expanded_escaped_and_required() {
+        let env = |name: &str| match name {
+            "HEC_TOKEN" => Some("t0k\"en\\x\n".to_string()),
+            "PORT" => Some("9092".to_string()),
+            _ => None,
+        };
+        let text = "# ${NOT_SET} in a comment\ntoken = \"${HEC_TOKEN}\"\n\
+                    brokers = [\"k:${PORT}\"]\nprice = \"$5 and $${literal}\"\n";
+        let got = expand_env(text, env).unwrap();
+        assert_eq!(
+            got,
+            "# ${NOT_SET} in a comment\ntoken = \"t0k\\\"en\\\\x\\n\"\n\
+             brokers = [\"k:9092\"]\nprice = \"$5 and ${literal}\"\n"
+        );
+        let v: toml::Value = toml::from_str(&got).unwrap();
+        assert_eq!(
+            v["token"].as_str(),
+            Some("t0k\"en\\x\n"),
+            "the TOML string is the value"
+        );
+        for (text, needles) in [
+            (
+                "a = 1\nb = \"${NOT_SET}\"\n",
+                &["line 2", "NOT_SET", "not set"][..],
+            ),
+            (
+                "b = \"${1X}\"\n",
+                &["line 1", "${1X}", "not an environment variable name"],
+            ),
+            ("b = \"${OPEN\"\n", &["line 1", "closing"]),
+        ] {
+            let e = expand_env(text, env).unwrap_err().to_string();
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
+        assert_eq!(expand_env("no dollars", env).unwrap(), "no dollars");
     }
 
     #[test]

@@ -200,6 +200,44 @@ fn check_config_creates_buffer_folders_and_names_an_unusable_data_dir() {
     );
 }
 
+/// `${NAME}` in the file is the environment's value: a broker address from the environment is
+/// checked as the config's own, an unset name is an error naming it and its line.
+#[test]
+fn check_config_takes_values_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[listen]]\naddress = \"127.0.0.1:1514\"\n[[output]]\nname = \"bus\"\ntype = \"kafka\"\n\
+         brokers = [\"${SINK_TEST_BROKER}\"]\ntopic = \"t\"\nbuffer = false\n",
+    )
+    .unwrap();
+    let check = |broker: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["check-config", "--config", path.to_str().unwrap()]);
+        match broker {
+            Some(b) => c.env("SINK_TEST_BROKER", b),
+            None => c.env_remove("SINK_TEST_BROKER"),
+        };
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(Some("kafka-1.example:9092"));
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = check(Some("kafka-1"));
+    assert_eq!(code, 1);
+    assert!(err.contains("\"kafka-1\" is not host:port"), "{err}");
+    let (code, err) = check(None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 6") && err.contains("SINK_TEST_BROKER is not set"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_config_and_names_bad_keys() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/syslog-sink.toml");
