@@ -22,7 +22,7 @@ use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use serde_json::Value;
 use syslog_sink::config::{Config, ForwardTlsConfig};
-use syslog_sink::metrics::{Metrics, OutputMetrics};
+use syslog_sink::metrics::{Metrics, OutputMetrics, OutputState};
 use syslog_sink::output::syslog::client_config;
 use syslog_sink::server::{Server, Stopped};
 use tokio::task::JoinHandle;
@@ -404,6 +404,11 @@ async fn pks_sample_is_delivered_exactly() {
 async fn broker_down_at_start_then_started_loses_nothing() {
     let mut broker = Broker::new(free_port());
     let sink = Sink::start(&broker.addr(), "").await;
+    // The startup probe finds the broker down before any record is sent.
+    until("the output is retrying before any record", || {
+        sink.out().state() == OutputState::Retrying && sink.out().errors.load(Relaxed) >= 1
+    })
+    .await;
     let sender = sink.send(sample());
     until("the output has failed to reach the broker", || {
         sink.out().errors.load(Relaxed) >= 2
@@ -417,6 +422,7 @@ async fn broker_down_at_start_then_started_loses_nothing() {
     })
     .await;
     check_pks_records(&records(&wait_for(&broker, N, 20).await));
+    assert_eq!(sink.out().state(), OutputState::Up);
     sink.stop().await;
 }
 
