@@ -101,6 +101,32 @@ impl Out<'_> {
     }
 }
 
+impl Out<'_> {
+    /// Appends `run` then the JSON escape of `b` (an octet [`find_escape`] flagged) with one
+    /// capacity check: all 6 octets of the escape are stored (a fixed-size move) and only its
+    /// length kept.
+    #[inline(always)]
+    fn put_run_and_escape(&mut self, run: &[u8], b: u8) {
+        let (esc, n) = escape_of(b);
+        // Panics (capacity overflow) rather than wraps.
+        let room = run.len().saturating_add(esc.len());
+        self.buf.reserve(room);
+        let spare = self.buf.spare_capacity_mut();
+        debug_assert!(spare.len() >= room && n <= esc.len());
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        // SAFETY: `reserve(room)` left at least `run.len() + 6` octets of spare capacity at
+        // `dst`; `run` is borrowed, so it does not overlap the spare capacity of `self.buf`.
+        unsafe {
+            copy_short(run, dst);
+            dst.add(run.len()).cast::<[u8; 6]>().write_unaligned(esc);
+        }
+        let len = self.buf.len() + run.len() + n;
+        // SAFETY: the `run.len() + n` octets after the old length were written above (`n <= 6`),
+        // inside the capacity `reserve` made.
+        unsafe { self.buf.set_len(len) };
+    }
+}
+
 /// Copies `src` to `dst`. Up to 32 octets with two (overlapping) fixed-size moves of 1, 4, 8
 /// or 16 octets each, inline; longer runs by `copy_nonoverlapping` (a `memcpy` call, which
 /// itself costs a dozen instructions before it copies).
@@ -442,11 +468,12 @@ fn write_sd<'a>(
             break;
         }
         ids[n_ids] = el.id;
-        let sep: &[u8] = if n_ids > 0 { b"," } else { b"" };
+        if n_ids > 0 {
+            out.put_all([b","]);
+        }
         if out.is_sd_clean(el.id.as_bytes()) {
-            out.put_all([sep, b"\"", el.id.as_bytes(), b"\":{"]);
+            out.put_all([b"\"", el.id.as_bytes(), b"\":{"]);
         } else {
-            out.put_all([sep]);
             write_str(out, el.id);
             out.put_all([b":{"]);
         }
@@ -459,13 +486,19 @@ fn write_sd<'a>(
                 break 'walk;
             }
             names[n] = name;
-            let sep: &[u8] = if n > 0 { b"," } else { b"" };
             let raw = value.raw().as_bytes();
             if out.is_sd_clean(name.as_bytes()) && out.is_sd_clean(raw) {
                 // Neither needs an escape (a raw value holds no `"` and, here, no `\\`).
-                out.put_all([sep, b"\"", name.as_bytes(), b"\":\"", raw, b"\""]);
+                let name = name.as_bytes();
+                if n > 0 {
+                    out.put_all([b",\"", name, b"\":\"", raw, b"\""]);
+                } else {
+                    out.put_all([b"\"", name, b"\":\"", raw, b"\""]);
+                }
             } else {
-                out.put_all([sep]);
+                if n > 0 {
+                    out.put_all([b","]);
+                }
                 write_sd_str(out, name);
                 out.put_all([b":"]);
                 write_param_value(out, value.raw());
@@ -606,22 +639,21 @@ fn write_text_after(out: &mut Out<'_>, lead: &[u8], text: &[u8]) -> bool {
     let mut start = 0;
     while let Some(rel) = find_flagged::<true>(&text[start..]) {
         let i = start + rel;
-        out.extend_from_slice(&text[start..i]);
         if text[i] >= 0x80 {
             // Everything before `i` is ASCII, so `i` starts a character.
             if std::str::from_utf8(&text[i..]).is_err() {
                 out.truncate(mark);
                 return false;
             }
+            out.put_all([&text[start..i]]);
             write_escaped_bytes(out, &text[i..]);
-            out.put_u8(b'"');
+            out.put_all([b"\""]);
             return true;
         }
-        write_escape(out, text[i]);
+        out.put_run_and_escape(&text[start..i], text[i]);
         start = i + 1;
     }
-    out.extend_from_slice(&text[start..]);
-    out.put_u8(b'"');
+    out.put_all([&text[start..], b"\""]);
     true
 }
 
@@ -816,22 +848,42 @@ fn tail_word(b: &[u8], n: usize) -> u64 {
 /// Writes the JSON escape of `b`, an octet that [`find_escape`] flagged.
 #[inline(always)]
 fn write_escape(out: &mut Out<'_>, b: u8) {
+    out.put_run_and_escape(b"", b);
+}
+
+/// The JSON escape of `b`, an octet that [`find_escape`] flagged (so below 0x80): its octets
+/// (the first `n`), from a table.
+#[inline(always)]
+fn escape_of(b: u8) -> ([u8; 6], usize) {
+    debug_assert!(b < 0x20 || b == b'"' || b == b'\\');
+    let (esc, n) = ESCAPES[usize::from(b & 0x7f)];
+    (esc, usize::from(n))
+}
+
+/// [`escape_of`] for every ASCII octet (those that need no escape map to a `\u00XX` form that
+/// is never used).
+static ESCAPES: [([u8; 6], u8); 128] = {
+    let mut table = [([0u8; 6], 0u8); 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = escape_of_slow(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The table entry of [`ESCAPES`] for `b`.
+const fn escape_of_slow(b: u8) -> ([u8; 6], u8) {
     match b {
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
+        b'"' => (*b"\\\"    ", 2),
+        b'\\' => (*b"\\\\    ", 2),
+        b'\n' => (*b"\\n    ", 2),
+        b'\r' => (*b"\\r    ", 2),
+        b'\t' => (*b"\\t    ", 2),
         _ => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
+            let (hi, lo) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
+            ([b'\\', b'u', b'0', b'0', hi, lo], 6)
         }
     }
 }
@@ -847,29 +899,19 @@ fn write_escaped_bytes(out: &mut Out<'_>, bytes: &[u8]) {
         out.extend_from_slice(bytes);
         return;
     }
+    write_escaped_from(out, bytes);
+}
+
+/// [`write_escaped_bytes`] without the clean-prefix check (for octets already found to need an
+/// escape): each run that needs none and the escape after it with one capacity check.
+fn write_escaped_from(out: &mut Out<'_>, bytes: &[u8]) {
     let mut start = 0;
     while let Some(rel) = find_escape(&bytes[start..]) {
         let i = start + rel;
-        out.extend_from_slice(&bytes[start..i]);
-        write_escape(out, bytes[i]);
+        out.put_run_and_escape(&bytes[start..i], bytes[i]);
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// [`write_escaped_bytes`] of `bytes` whose first octet is one [`find_escape`] flagged.
-fn write_escaped_from(out: &mut Out<'_>, bytes: &[u8]) {
-    debug_assert!(find_escape(bytes) == Some(0));
-    write_escape(out, bytes[0]);
-    let rest = &bytes[1..];
-    let mut start = 0;
-    while let Some(rel) = find_escape(&rest[start..]) {
-        let i = start + rel;
-        out.extend_from_slice(&rest[start..i]);
-        write_escape(out, rest[i]);
-        start = i + 1;
-    }
-    out.extend_from_slice(&rest[start..]);
+    out.put_all([&bytes[start..]]);
 }
 
 /// For each PRI, `,"facility":F,"severity":S,"version":` and its length: the constant run of
