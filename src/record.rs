@@ -73,6 +73,103 @@ impl<'o> Out<'o> {
     }
 }
 
+impl Out<'_> {
+    /// Appends `parts` one after another with one capacity check for all of them (a
+    /// `put_slice` per part checks, reserves and sets the length each time). Parts of constant
+    /// length are copied with fixed-size moves, short ones without a `memcpy` call.
+    #[inline(always)]
+    fn put_all<const N: usize>(&mut self, parts: [&[u8]; N]) {
+        let total = parts.iter().fold(0usize, |t, p| t.saturating_add(p.len()));
+        // Panics (capacity overflow) rather than wraps if `total` saturated.
+        self.buf.reserve(total);
+        let spare = self.buf.spare_capacity_mut();
+        debug_assert!(spare.len() >= total);
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        let mut at = 0;
+        for p in parts {
+            // SAFETY: `reserve(total)` left at least `total` octets of spare capacity at `dst`,
+            // and the parts add up to `total`, so `at + p.len() <= total` for every part; a
+            // part is a borrowed slice, so it cannot overlap the buffer's spare capacity (which
+            // `self.buf`, borrowed mutably, owns).
+            unsafe { copy_short(p, dst.add(at)) };
+            at += p.len();
+        }
+        let len = self.buf.len() + total;
+        // SAFETY: the `total` octets after the old length were all written above, inside the
+        // capacity `reserve` made.
+        unsafe { self.buf.set_len(len) };
+    }
+}
+
+impl Out<'_> {
+    /// Appends `run` then the JSON escape of `b` (an octet [`find_escape`] flagged) with one
+    /// capacity check: all 6 octets of the escape are stored (a fixed-size move) and only its
+    /// length kept.
+    #[inline(always)]
+    fn put_run_and_escape(&mut self, run: &[u8], b: u8) {
+        let (esc, n) = escape_of(b);
+        // Panics (capacity overflow) rather than wraps.
+        let room = run.len().saturating_add(esc.len());
+        self.buf.reserve(room);
+        let spare = self.buf.spare_capacity_mut();
+        debug_assert!(spare.len() >= room && n <= esc.len());
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        // SAFETY: `reserve(room)` left at least `run.len() + 6` octets of spare capacity at
+        // `dst`; `run` is borrowed, so it does not overlap the spare capacity of `self.buf`.
+        unsafe {
+            copy_short(run, dst);
+            dst.add(run.len()).cast::<[u8; 6]>().write_unaligned(esc);
+        }
+        let len = self.buf.len() + run.len() + n;
+        // SAFETY: the `run.len() + n` octets after the old length were written above (`n <= 6`),
+        // inside the capacity `reserve` made.
+        unsafe { self.buf.set_len(len) };
+    }
+}
+
+/// Copies `src` to `dst`. Up to 32 octets with two (overlapping) fixed-size moves of 1, 4, 8
+/// or 16 octets each, inline; longer runs by `copy_nonoverlapping` (a `memcpy` call, which
+/// itself costs a dozen instructions before it copies).
+///
+/// # Safety
+///
+/// `dst` must be valid for `src.len()` octets of writes and must not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short(src: &[u8], dst: *mut u8) {
+    use std::ptr::{read_unaligned, write_unaligned};
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY (every branch): each read is of `W` octets at `0` or `n - W` with `W <= n`, so
+    // inside `src`; each write is at the same offset of `dst`, valid for `n` octets by the
+    // caller's contract; unaligned moves are allowed.
+    unsafe {
+        macro_rules! two {
+            ($t:ty, $w:expr) => {{
+                let a = read_unaligned(s.cast::<$t>());
+                let b = read_unaligned(s.add(n - $w).cast::<$t>());
+                write_unaligned(dst.cast::<$t>(), a);
+                write_unaligned(dst.add(n - $w).cast::<$t>(), b);
+            }};
+        }
+        if n <= 16 {
+            if n >= 8 {
+                two!(u64, 8)
+            } else if n >= 4 {
+                two!(u32, 4)
+            } else if n > 0 {
+                // 1-3 octets: the first, the middle and the last (the same octet when n = 1).
+                *dst = *s;
+                *dst.add(n / 2) = *s.add(n / 2);
+                *dst.add(n - 1) = *s.add(n - 1);
+            }
+        } else if n <= 32 {
+            two!(u128, 16)
+        } else {
+            std::ptr::copy_nonoverlapping(s, dst, n);
+        }
+    }
+}
+
 /// Index of the first `\\` or control (< 0x20) in `b`: 16 octets at a time (SSE2) where
 /// available.
 fn find_backslash_or_control(b: &[u8]) -> Option<usize> {
@@ -174,15 +271,12 @@ impl<'c> Encoder<'c> {
             severity: None,
             app_name: None,
         };
-        out.put_slice(b"{\"received_at\":");
-        write_str(out, ctx.received_at);
+        write_key_str(out, b"{\"received_at\":", ctx.received_at.as_bytes());
         if let Some(peer) = ctx.peer {
-            out.put_slice(b",\"peer\":");
-            write_str(out, peer);
+            write_key_str(out, b",\"peer\":", peer.as_bytes());
         }
         if let Some(cert) = ctx.peer_cert {
-            out.put_slice(b",\"peer_cert\":");
-            write_str(out, cert);
+            write_key_str(out, b",\"peer_cert\":", cert.as_bytes());
         }
         match frame.kind {
             FrameKind::Error(kind) => {
@@ -225,7 +319,7 @@ impl<'c> Encoder<'c> {
                 }
             }
         }
-        out.put_slice(b"}\n");
+        out.put_all([b"}\n"]);
         facts
     }
 
@@ -238,40 +332,38 @@ impl<'c> Encoder<'c> {
         facts: &mut Facts<'f>,
         counts: &mut BatchCounts,
     ) {
-        out.put_slice(b",\"facility\":");
-        write_u64(out, u64::from(m.facility()));
-        out.put_slice(b",\"severity\":");
-        write_u64(out, u64::from(m.severity()));
-        out.put_slice(b",\"version\":");
+        let (keys, keys_len) = &PRI_KEYS[usize::from(m.pri)];
+        let keys = &keys[..usize::from(*keys_len)];
         match m.version {
-            Some(v) => write_u64(out, u64::from(v)),
-            None => out.put_slice(b"null"),
+            Some(1) => out.put_all([keys, b"1"]),
+            Some(v) => {
+                out.put_all([keys]);
+                write_u64(out, u64::from(v));
+            }
+            None => out.put_all([keys, b"null"]),
         }
-        for (key, value) in [
-            (&b",\"timestamp\":"[..], m.timestamp),
-            (b",\"hostname\":", m.hostname),
-            (b",\"app_name\":", m.app_name),
-            (b",\"procid\":", m.procid),
-            (b",\"msgid\":", m.msgid),
-        ] {
-            out.put_slice(key);
-            write_opt_str(out, value);
-        }
+        write_opt_field(out, b",\"timestamp\":", m.timestamp);
+        write_opt_field(out, b",\"hostname\":", m.hostname);
+        write_opt_field(out, b",\"app_name\":", m.app_name);
+        write_opt_field(out, b",\"procid\":", m.procid);
+        write_opt_field(out, b",\"msgid\":", m.msgid);
         // Only Kubernetes records need the SD values; they are picked up while the SD is
         // written (one walk over it).
         let kind = m.app_name.and_then(K8sKind::from_app_name);
         let mut sd_values = SdValuesBuilder::default();
-        out.put_slice(b",\"structured_data\":");
         match &m.structured_data {
-            Some(sd) => write_sd(out, sd, kind.is_some().then_some(&mut sd_values)),
-            None => out.put_slice(b"null"),
+            Some(sd) => {
+                out.put_all([b",\"structured_data\":"]);
+                write_sd(out, sd, kind.is_some().then_some(&mut sd_values));
+            }
+            None => out.put_all([b",\"structured_data\":null"]),
         }
-        out.put_slice(b",\"message\":");
         match m.msg {
-            None => out.put_slice(b"null"),
+            None => out.put_all([b",\"message\":null"]),
             Some(bytes) => {
                 let text = strip_trailing_newline(bytes);
-                if !write_text(out, text) {
+                if !write_text_after(out, b",\"message\":\"", text) {
+                    out.put_all([b",\"message\":"]);
                     write_lossy(out, text);
                     out.put_slice(b",\"message_base64\":");
                     write_base64(out, text);
@@ -310,20 +402,17 @@ impl<'c> Encoder<'c> {
     }
 
     fn write_k8s(&self, out: &mut Out<'_>, k: &K8sInfo<'_>) {
-        out.put_slice(b",\"k8s\":{\"kind\":");
-        write_str(out, k.kind.as_str());
-        out.put_slice(b",\"category\":");
-        write_opt_str(out, k.category.map(|c| self.classifier.name(c)));
-        for (key, value) in [
-            (&b",\"namespace\":"[..], &k.namespace),
-            (b",\"object\":", &k.object),
-            (b",\"container\":", &k.container),
-            (b",\"vm_id\":", &k.vm_id),
-        ] {
-            out.put_slice(key);
-            write_opt_str(out, value.as_deref());
-        }
-        out.put_u8(b'}');
+        // The kind is one of two fixed names that need no escape.
+        let kind = k.kind.as_str().as_bytes();
+        debug_assert!(find_escape(kind).is_none());
+        out.put_all([b",\"k8s\":{\"kind\":\"", kind, b"\""]);
+        let category = k.category.map(|c| self.classifier.name(c));
+        write_opt_field(out, b",\"category\":", category);
+        write_opt_field(out, b",\"namespace\":", k.namespace.as_deref());
+        write_opt_field(out, b",\"object\":", k.object.as_deref());
+        write_opt_field(out, b",\"container\":", k.container.as_deref());
+        write_opt_field(out, b",\"vm_id\":", k.vm_id.as_deref());
+        out.put_all([b"}"]);
     }
 }
 
@@ -380,10 +469,14 @@ fn write_sd<'a>(
         }
         ids[n_ids] = el.id;
         if n_ids > 0 {
-            out.put_u8(b',');
+            out.put_all([b","]);
         }
-        write_sd_str(out, el.id);
-        out.put_slice(b":{");
+        if out.is_sd_clean(el.id.as_bytes()) {
+            out.put_all([b"\"", el.id.as_bytes(), b"\":{"]);
+        } else {
+            write_str(out, el.id);
+            out.put_all([b":{"]);
+        }
         // Only the first SD_ID element counts; an SD-ID that repeats leaves this walk anyway.
         let mut collecting = k8s.is_some() && el.id == SD_ID;
         let mut names = [""; N];
@@ -393,12 +486,23 @@ fn write_sd<'a>(
                 break 'walk;
             }
             names[n] = name;
-            if n > 0 {
-                out.put_u8(b',');
+            let raw = value.raw().as_bytes();
+            if out.is_sd_clean(name.as_bytes()) && out.is_sd_clean(raw) {
+                // Neither needs an escape (a raw value holds no `"` and, here, no `\\`).
+                let name = name.as_bytes();
+                if n > 0 {
+                    out.put_all([b",\"", name, b"\":\"", raw, b"\""]);
+                } else {
+                    out.put_all([b"\"", name, b"\":\"", raw, b"\""]);
+                }
+            } else {
+                if n > 0 {
+                    out.put_all([b","]);
+                }
+                write_sd_str(out, name);
+                out.put_all([b":"]);
+                write_param_value(out, value.raw());
             }
-            write_sd_str(out, name);
-            out.put_u8(b':');
-            write_param_value(out, value.raw());
             if collecting {
                 if let Some(v) = k8s.as_deref_mut() {
                     collecting = v.offer(name, || value.unescaped());
@@ -490,10 +594,32 @@ fn write_sd_grouped(out: &mut Out<'_>, sd: &StructuredData<'_>) {
     }
 }
 
-fn write_opt_str(out: &mut Out<'_>, s: Option<&str>) {
+/// Writes `key` (the JSON punctuation and key before a value) then `s` as a JSON string, or
+/// `null`.
+#[inline(always)]
+fn write_opt_field(out: &mut Out<'_>, key: &[u8], s: Option<&str>) {
     match s {
-        Some(s) => write_str(out, s),
-        None => out.put_slice(b"null"),
+        Some(s) => write_key_str(out, key, s.as_bytes()),
+        None => out.put_all([key, b"null"]),
+    }
+}
+
+/// Writes `key` then `s` (UTF-8) as a JSON string: with one capacity check when nothing in
+/// `s` needs an escape (known from the frame's clean prefix, else found by one scan).
+#[inline(always)]
+fn write_key_str(out: &mut Out<'_>, key: &[u8], s: &[u8]) {
+    let first = if out.is_clean(s) {
+        None
+    } else {
+        find_escape(s)
+    };
+    match first {
+        None => out.put_all([key, b"\"", s, b"\""]),
+        Some(i) => {
+            out.put_all([key, b"\"", &s[..i]]);
+            write_escaped_from(out, &s[i..]);
+            out.put_all([b"\""]);
+        }
     }
 }
 
@@ -501,28 +627,33 @@ fn write_opt_str(out: &mut Out<'_>, s: Option<&str>) {
 /// nothing). One scan does both: the JSON escapes of the ASCII part are found with a check for
 /// non-ASCII octets in the same words, and only from the first non-ASCII octet on is the rest
 /// validated (by `from_utf8`) and written.
+#[cfg(test)]
 fn write_text(out: &mut Out<'_>, text: &[u8]) -> bool {
+    write_text_after(out, b"\"", text)
+}
+
+/// [`write_text`] after `lead` (the key and the opening `"`), written only if `text` is UTF-8.
+fn write_text_after(out: &mut Out<'_>, lead: &[u8], text: &[u8]) -> bool {
     let mark = out.len();
-    out.put_u8(b'"');
+    out.put_all([lead]);
     let mut start = 0;
     while let Some(rel) = find_flagged::<true>(&text[start..]) {
         let i = start + rel;
-        out.extend_from_slice(&text[start..i]);
         if text[i] >= 0x80 {
             // Everything before `i` is ASCII, so `i` starts a character.
             if std::str::from_utf8(&text[i..]).is_err() {
                 out.truncate(mark);
                 return false;
             }
+            out.put_all([&text[start..i]]);
             write_escaped_bytes(out, &text[i..]);
-            out.put_u8(b'"');
+            out.put_all([b"\""]);
             return true;
         }
-        write_escape(out, text[i]);
+        out.put_run_and_escape(&text[start..i], text[i]);
         start = i + 1;
     }
-    out.extend_from_slice(&text[start..]);
-    out.put_u8(b'"');
+    out.put_all([&text[start..], b"\""]);
     true
 }
 
@@ -717,22 +848,42 @@ fn tail_word(b: &[u8], n: usize) -> u64 {
 /// Writes the JSON escape of `b`, an octet that [`find_escape`] flagged.
 #[inline(always)]
 fn write_escape(out: &mut Out<'_>, b: u8) {
+    out.put_run_and_escape(b"", b);
+}
+
+/// The JSON escape of `b`, an octet that [`find_escape`] flagged (so below 0x80): its octets
+/// (the first `n`), from a table.
+#[inline(always)]
+fn escape_of(b: u8) -> ([u8; 6], usize) {
+    debug_assert!(b < 0x20 || b == b'"' || b == b'\\');
+    let (esc, n) = ESCAPES[usize::from(b & 0x7f)];
+    (esc, usize::from(n))
+}
+
+/// [`escape_of`] for every ASCII octet (those that need no escape map to a `\u00XX` form that
+/// is never used).
+static ESCAPES: [([u8; 6], u8); 128] = {
+    let mut table = [([0u8; 6], 0u8); 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = escape_of_slow(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The table entry of [`ESCAPES`] for `b`.
+const fn escape_of_slow(b: u8) -> ([u8; 6], u8) {
     match b {
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
+        b'"' => (*b"\\\"    ", 2),
+        b'\\' => (*b"\\\\    ", 2),
+        b'\n' => (*b"\\n    ", 2),
+        b'\r' => (*b"\\r    ", 2),
+        b'\t' => (*b"\\t    ", 2),
         _ => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
+            let (hi, lo) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
+            ([b'\\', b'u', b'0', b'0', hi, lo], 6)
         }
     }
 }
@@ -748,14 +899,60 @@ fn write_escaped_bytes(out: &mut Out<'_>, bytes: &[u8]) {
         out.extend_from_slice(bytes);
         return;
     }
+    write_escaped_from(out, bytes);
+}
+
+/// [`write_escaped_bytes`] without the clean-prefix check (for octets already found to need an
+/// escape): each run that needs none and the escape after it with one capacity check.
+fn write_escaped_from(out: &mut Out<'_>, bytes: &[u8]) {
     let mut start = 0;
     while let Some(rel) = find_escape(&bytes[start..]) {
         let i = start + rel;
-        out.extend_from_slice(&bytes[start..i]);
-        write_escape(out, bytes[i]);
+        out.put_run_and_escape(&bytes[start..i], bytes[i]);
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
+    out.put_all([&bytes[start..]]);
+}
+
+/// For each PRI, `,"facility":F,"severity":S,"version":` and its length: the constant run of
+/// every parsed record's header in one copy.
+static PRI_KEYS: [([u8; 48], u8); 256] = pri_keys();
+
+const fn pri_keys() -> [([u8; 48], u8); 256] {
+    const fn put(buf: &mut [u8; 48], mut at: usize, s: &[u8]) -> usize {
+        let mut i = 0;
+        while i < s.len() {
+            buf[at] = s[i];
+            at += 1;
+            i += 1;
+        }
+        at
+    }
+    const fn put_num(buf: &mut [u8; 48], mut at: usize, n: u8) -> usize {
+        if n >= 100 {
+            buf[at] = b'0' + n / 100;
+            at += 1;
+        }
+        if n >= 10 {
+            buf[at] = b'0' + n / 10 % 10;
+            at += 1;
+        }
+        buf[at] = b'0' + n % 10;
+        at + 1
+    }
+    let mut table = [([0u8; 48], 0u8); 256];
+    let mut pri = 0;
+    while pri < 256 {
+        let buf = &mut table[pri].0;
+        let mut at = put(buf, 0, b",\"facility\":");
+        at = put_num(buf, at, (pri >> 3) as u8);
+        at = put(buf, at, b",\"severity\":");
+        at = put_num(buf, at, (pri & 7) as u8);
+        at = put(buf, at, b",\"version\":");
+        table[pri].1 = at as u8;
+        pri += 1;
+    }
+    table
 }
 
 fn write_u64(out: &mut Out<'_>, mut n: u64) {
@@ -851,6 +1048,30 @@ mod tests {
         out.clear();
         write_base64(&mut Out::plain(&mut out), b"\xff\xfeab");
         assert_eq!(&out[..], b"\"//5hYg==\"");
+    }
+
+    #[test]
+    fn pri_keys_and_short_copies() {
+        for pri in 0..=255u8 {
+            let (keys, len) = &PRI_KEYS[usize::from(pri)];
+            let want = format!(
+                ",\"facility\":{},\"severity\":{},\"version\":",
+                pri >> 3,
+                pri & 7
+            );
+            assert_eq!(&keys[..usize::from(*len)], want.as_bytes());
+        }
+        // Every length around the 1/4/8/16/32 boundaries, appended after an odd offset.
+        let src: Vec<u8> = (0..80u8).collect();
+        for n in 0..=src.len() {
+            let mut out = BytesMut::from(&b"x"[..]);
+            Out::plain(&mut out).put_all([&src[..n], b"-", &src[src.len() - n..]]);
+            let mut want = b"x".to_vec();
+            want.extend_from_slice(&src[..n]);
+            want.push(b'-');
+            want.extend_from_slice(&src[src.len() - n..]);
+            assert_eq!(&out[..], &want[..], "{n}");
+        }
     }
 
     fn encode_one(frame: &[u8], kind: FrameKind) -> (String, BatchCounts) {
