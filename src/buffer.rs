@@ -917,6 +917,10 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mut file: File) {
             }
         }
         let end = start + len;
+        // Counted before the batch is offered: the reader may take it from the window and
+        // confirm it at once, and a confirmation counted before its records would be lost to
+        // the saturating subtraction (the gauge then stays above 0 for good).
+        lock(&shared.state).records += records;
         // The window first: the reader never reads from disk what it will get from memory.
         let dropped = offer(
             &shared,
@@ -941,7 +945,6 @@ fn writer(shared: Arc<Shared>, mut rx: Receiver, mut file: File) {
                 g.file_len += len;
             }
             st.disk_bytes += len;
-            st.records += records;
             shared.gauges(&st);
             if let Some(m) = shared.m() {
                 let _ = m
