@@ -945,3 +945,33 @@ async fn every_codec_delivers_exactly_and_sends_fewer_bytes() {
         }
     }
 }
+
+// ---------------------------------------------------------------- shutdown
+
+/// A "broker" that accepts connections and never answers (a black hole): the output's startup
+/// probe waits on it, but a shutdown does not wait out the long request timeout; with no record
+/// held the server stops cleanly within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_does_not_hold_up_shutdown() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let sink = Sink::start(&addr, "request_timeout_ms = 120000\n").await;
+    // Let the probe reach the silent listener and wait on it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = std::time::Instant::now();
+    sink.stop().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "stopping took {:?}",
+        t0.elapsed()
+    );
+    hole.abort();
+}

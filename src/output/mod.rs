@@ -97,8 +97,9 @@ pub trait Output: Send + 'static {
     /// One attempt to reach the destination (connect, log in, find the stream or topic),
     /// keeping what it set up for the records to come. [`run`] (and the disk buffer's reader)
     /// call it at start and, while it fails, again with backoff until it succeeds or records
-    /// arrive, so `/readyz` tells an unreachable destination before the first record does. The
-    /// default (file, stdout) has nothing to reach.
+    /// arrive, so `/readyz` tells an unreachable destination before the first record does. An
+    /// attempt is dropped after 5 s, so it must leave the output usable when cancelled at an
+    /// `await`. The default (file, stdout) has nothing to reach.
     fn probe(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         async { Ok(()) }
     }
@@ -212,9 +213,14 @@ pub(crate) fn write_chunks<W: Write>(w: &mut W, chunks: &mut Vec<Bytes>) -> io::
     result
 }
 
+/// Longest one probe attempt may take: the output's task waits for it, so this bounds how
+/// long a shutdown (or the first batch) can wait behind a destination that does not answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The startup check of an output ([`Output::probe`]): at start, then with backoff (100 ms
-/// doubling to 5 s) while it fails, until it succeeds or a flush does. Each failure is counted
-/// in `errors` and makes the state `Retrying` with the error; the first is logged.
+/// doubling to 5 s) while it fails, until it succeeds or a flush does; each attempt within
+/// [`PROBE_TIMEOUT`]. Each failure is counted in `errors` and makes the state `Retrying` with
+/// the error; the first is logged.
 #[derive(Debug)]
 pub(crate) struct Probe {
     /// When to try next; `None` once the destination was reached.
@@ -247,7 +253,14 @@ impl Probe {
 
     /// One attempt.
     pub(crate) async fn attempt<O: Output>(&mut self, out: &mut O, m: &OutputMetrics) {
-        match out.probe().await {
+        let outcome = match tokio::time::timeout(PROBE_TIMEOUT, out.probe()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+            )),
+        };
+        match outcome {
             Ok(()) => self.reached(m),
             Err(e) => {
                 m.errors.fetch_add(1, Relaxed);
