@@ -774,10 +774,6 @@ fn validate_syslog(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             );
         }
     }
-    if let Some(t) = &o.tls {
-        crate::output::syslog::client_config(t)
-            .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
-    }
     Ok(())
 }
 
@@ -1175,6 +1171,12 @@ impl Config {
             crate::output::http::validate(o, &key)?;
             crate::output::nats::validate(o, &key)?;
             crate::output::kafka::validate(o, &key)?;
+            // `[output.tls]` of any type that takes it (check_keys_apply refused the others):
+            // its files are read and must make a client config.
+            if let Some(t) = &o.tls {
+                crate::output::syslog::client_config(t)
+                    .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
+            }
             match (o.kind, &o.path) {
                 (OutputType::File, None) => {
                     return err(key("path"), "is required for type \"file\"".into())

@@ -149,17 +149,13 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
             }
         }
     }
-    if let Some(t) = &o.tls {
-        if t.server_name.is_some() {
-            return err(
-                "tls.server_name",
-                "does not apply to type \"kafka\" (each broker's certificate is checked \
+    if o.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+        return err(
+            "tls.server_name",
+            "does not apply to type \"kafka\" (each broker's certificate is checked \
                  against the host the cluster names it by)"
-                    .into(),
-            );
-        }
-        crate::output::syslog::client_config(t)
-            .map_err(|e| ConfigError(format!("{}.{e}", key("tls"))))?;
+                .into(),
+        );
     }
     if let Some(s) = &o.sasl {
         if s.username.is_empty() {

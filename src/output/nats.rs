@@ -475,18 +475,13 @@ pub fn validate(o: &OutputConfig, key: &dyn Fn(&str) -> String) -> Result<(), Co
             );
         }
     }
-    if let Some(t) = &o.tls {
-        if t.server_name.is_some() {
-            return err(
-                "tls.server_name",
-                "does not apply to type \"nats\" (the certificate is checked against the host \
+    if o.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+        return err(
+            "tls.server_name",
+            "does not apply to type \"nats\" (the certificate is checked against the host \
                  of url)"
-                    .into(),
-            );
-        }
-        if let Err(e) = crate::output::syslog::client_config(t) {
-            return Err(ConfigError(format!("{}.{e}", key("tls"))));
-        }
+                .into(),
+        );
     }
     if let Some(ms) = o.ack_timeout_ms {
         if !(100..=600_000).contains(&ms) {
