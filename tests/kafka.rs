@@ -347,6 +347,16 @@ impl Sink {
         .await;
     }
 
+    /// Sends the PKS sample in a task, waits until the output has failed at least twice
+    /// (`what` says why it cannot deliver) and checks that nothing was acknowledged; returns
+    /// the sender, which may be held by backpressure.
+    async fn send_refused(&self, what: &str) -> JoinHandle<()> {
+        let sender = self.send(sample());
+        until(what, || self.out().errors.load(Relaxed) >= 2).await;
+        assert_eq!(self.out().records.load(Relaxed), 0, "{what}");
+        sender
+    }
+
     /// Sends `data` on one connection in a task (it may wait on backpressure).
     fn send(&self, data: Vec<u8>) -> JoinHandle<()> {
         let addr = self.addr;
@@ -409,12 +419,9 @@ async fn broker_down_at_start_then_started_loses_nothing() {
         sink.out().state() == OutputState::Retrying && sink.out().errors.load(Relaxed) >= 1
     })
     .await;
-    let sender = sink.send(sample());
-    until("the output has failed to reach the broker", || {
-        sink.out().errors.load(Relaxed) >= 2
-    })
-    .await;
-    assert_eq!(sink.out().records.load(Relaxed), 0);
+    let sender = sink
+        .send_refused("the output has failed to reach the broker")
+        .await;
     broker.start().await;
     join(sender).await;
     until("every record is acknowledged", || {
@@ -596,12 +603,9 @@ async fn missing_topic_is_an_error_until_it_exists_then_nothing_is_lost() {
     let mut broker = Broker::new(free_port());
     broker.start().await;
     let sink = Sink::start(&broker.addr(), "create_topic = false\n").await;
-    let sender = sink.send(sample());
-    until("the output has failed on the missing topic", || {
-        sink.out().errors.load(Relaxed) >= 2
-    })
-    .await;
-    assert_eq!(sink.out().records.load(Relaxed), 0);
+    let sender = sink
+        .send_refused("the output has failed on the missing topic")
+        .await;
     let failed = sink.out().last_error().map(|(e, _)| e).unwrap_or_default();
     assert!(
         failed.contains("does not exist") && failed.contains("create_topic = false"),
@@ -774,12 +778,9 @@ async fn tls_broker_is_verified_and_gets_everything_exactly() {
         ),
     )
     .await;
-    let held = untrusting.send(sample());
-    until("the untrusting output has failed twice", || {
-        untrusting.out().errors.load(Relaxed) >= 2
-    })
-    .await;
-    assert_eq!(untrusting.out().records.load(Relaxed), 0);
+    let held = untrusting
+        .send_refused("the untrusting output has failed twice")
+        .await;
     let why = untrusting
         .out()
         .last_error()
@@ -790,13 +791,9 @@ async fn tls_broker_is_verified_and_gets_everything_exactly() {
 
     // Without a client certificate the broker's side refuses the handshake.
     let anonymous = Sink::start(&broker.addr(), &tls_lines(&ca, None)).await;
-    let anonymous_sender = anonymous.send(sample());
-    until(
-        "the output without a client certificate has failed twice",
-        || anonymous.out().errors.load(Relaxed) >= 2,
-    )
-    .await;
-    assert_eq!(anonymous.out().records.load(Relaxed), 0);
+    let anonymous_sender = anonymous
+        .send_refused("the output without a client certificate has failed twice")
+        .await;
     assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
 
     let sink = Sink::start(
@@ -845,14 +842,14 @@ async fn sasl_scram_is_required_by_the_broker_and_the_output_logs_in() {
     let slow = "request_timeout_ms = 5000\n";
     let anonymous = Sink::start(&broker.addr(), slow).await;
     let wrong = Sink::start(&broker.addr(), &format!("{slow}{}", sasl("not-it"))).await;
-    let held = [anonymous.send(sample()), wrong.send(sample())];
-    for s in [&anonymous, &wrong] {
-        until("the output that cannot log in has failed twice", || {
-            s.out().errors.load(Relaxed) >= 2
-        })
-        .await;
-        assert_eq!(s.out().records.load(Relaxed), 0);
-    }
+    let held = [
+        anonymous
+            .send_refused("the output without SASL has failed twice")
+            .await,
+        wrong
+            .send_refused("the output with a wrong password has failed twice")
+            .await,
+    ];
     let why = wrong.out().last_error().map(|(e, _)| e).unwrap_or_default();
     assert!(why.to_lowercase().contains("sasl"), "{why:?}");
     assert!(read_topic(&broker, TOPIC).await.expect("read").is_empty());
