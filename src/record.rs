@@ -362,7 +362,7 @@ impl<'c> Encoder<'c> {
             None => out.put_all([b",\"message\":null"]),
             Some(bytes) => {
                 let text = strip_trailing_newline(bytes);
-                if !write_text_after(out, b",\"message\":\"", text) {
+                if !write_text(out, b",\"message\":\"", text) {
                     out.put_all([b",\"message\":"]);
                     write_lossy(out, text);
                     out.put_slice(b",\"message_base64\":");
@@ -623,17 +623,11 @@ fn write_key_str(out: &mut Out<'_>, key: &[u8], s: &[u8]) {
     }
 }
 
-/// Writes `text` as a JSON string if it is UTF-8, and returns whether it was (else writes
-/// nothing). One scan does both: the JSON escapes of the ASCII part are found with a check for
-/// non-ASCII octets in the same words, and only from the first non-ASCII octet on is the rest
-/// validated (by `from_utf8`) and written.
-#[cfg(test)]
-fn write_text(out: &mut Out<'_>, text: &[u8]) -> bool {
-    write_text_after(out, b"\"", text)
-}
-
-/// [`write_text`] after `lead` (the key and the opening `"`), written only if `text` is UTF-8.
-fn write_text_after(out: &mut Out<'_>, lead: &[u8], text: &[u8]) -> bool {
+/// Writes `lead` (the key and the opening `"`), then `text` as the rest of a JSON string, if
+/// `text` is UTF-8, and returns whether it was (else writes nothing). One scan does both: the
+/// JSON escapes of the ASCII part are found with a check for non-ASCII octets in the same words,
+/// and only from the first non-ASCII octet on is the rest validated (by `from_utf8`) and written.
+fn write_text(out: &mut Out<'_>, lead: &[u8], text: &[u8]) -> bool {
     let mark = out.len();
     out.put_all([lead]);
     let mut start = 0;
@@ -1384,7 +1378,7 @@ mod tests {
             b"\xc3\xa9\xff",
         ] {
             let mut ours = BytesMut::from(&b"prefix"[..]);
-            let ok = write_text(&mut Out::plain(&mut ours), text);
+            let ok = write_text(&mut Out::plain(&mut ours), b"\"", text);
             match std::str::from_utf8(text) {
                 Ok(s) => {
                     assert!(ok, "{text:?}");
